@@ -1,0 +1,28 @@
+"""attnlab: attention and self-attention as one mechanism, ``context = E_p[V]``.
+
+Layers, lowest first (a test enforces that imports only go downward):
+``masks``, ``scores`` <- ``core`` <- ``attention`` <- ``seq``, ``vision`` <- ``train``, ``experiments`` <- ``cli``.
+``data`` depends on nothing of the library; ``viz``/``report`` read recorded weights and saved results.
+"""
+
+from . import masks
+from .attention import CrossAttention, KVCache, Memory, SelfAttention
+from .core import Attended, attend, attend_prepared
+from .scores import Score, available_scores, get_score, register_score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attended",
+    "CrossAttention",
+    "KVCache",
+    "Memory",
+    "Score",
+    "SelfAttention",
+    "attend",
+    "attend_prepared",
+    "available_scores",
+    "get_score",
+    "masks",
+    "register_score",
+]

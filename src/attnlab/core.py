@@ -1,0 +1,319 @@
+"""The one equation of attention: the context is an expectation of the values.
+
+    context_i = E_{p_i}[V] = sum_j p_ij v_j,    p_i = softmax_j( mask( score(q_i, k_j) + bias_ij ) )
+
+Attention ("cross") and self-attention are the same computation; they differ only in where ``query`` comes from.
+``attend(x, memory, memory)`` is attention (the query reads another component's states), ``attend(x, x, x)`` is
+self-attention (a layer's input reads itself). Every module of attnlab owns parameters and calls this function.
+
+Axis glossary (batch-first everywhere):
+
+    B   batch                          H   heads (absent for a single head: inputs may be 3-D)
+    Tq  query positions                Tk  key/value positions
+    Dq  query features (per head)      Dk  key features        Dv  value features
+    C, Hs, Ws   channels, height, width of image features (vision blocks flatten Hs*Ws into T)
+
+Shapes: ``query [B, (H,) Tq, Dq]``, ``key [B, (H,) Tk, Dk]``, ``value [B, (H,) Tk, Dv]`` ->
+``context [B, (H,) Tq, Dv]``, ``weights [B, (H,) Tq, Tk]``.
+
+Masks are bool, ``True`` = may attend, broadcastable to ``[B, (H,) Tq, Tk]`` (see :mod:`attnlab.masks`).
+``bias`` is an optional float ``[B, (H,) Tq, Tk]``-broadcastable addition to the logits (relative positions,
+ALiBi); ``-inf`` entries in it mask like ``False`` in ``mask``.
+
+Guarantees (tested on every path):
+- a query with nothing to attend to (fully masked row, all-padding item, ``Tk == 0``) gets context 0, weights 0
+  and zero gradient, never NaN and never a silent average;
+- keys/values that no query may read are zeroed before they are scored, so changing them, NaN included, changes
+  nothing; NaN anywhere else propagates;
+- for float16/bfloat16 inputs, logits and softmax are computed in float32 (weights are returned in float32).
+
+Two paths, one result (``Attended.path`` and ``.reason`` say which ran and why):
+- ``"sdpa"``: dot-family scores without requested weights run through
+  ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels; memory linear in Tk);
+- ``"dense"``: explicit logits ``[B, H, Tq, Tk]`` when weights are requested or the score is not a dot product
+  (additive, location). No ``[B, H, Tq, Tk, D]`` tensor is ever formed here; the additive score bounds its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import masks
+from .scores import Score, score_class
+
+__all__ = ["Attended", "attend", "attend_prepared", "choose_path", "masked_softmax", "resolve_score"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Attended:
+    """What attention returns: the context, the weights when asked for, and which path computed them."""
+
+    context: Tensor  # [B, (H,) Tq, Dv]
+    weights: Tensor | None = None  # [B, (H,) Tq, Tk], None unless return_weights=True
+    path: str = "dense"  # "sdpa" | "dense" | "empty"
+    reason: str = ""
+
+
+def resolve_score(score: str | Score) -> Score:
+    """A :class:`Score` from a score object or the name of a parameter-free score."""
+    if isinstance(score, Score):
+        return score
+    if not isinstance(score, str):
+        raise TypeError(f"score must be a score name or a Score; received {type(score).__name__}")
+    cls = score_class(score)
+    try:
+        return cls()
+    except TypeError:
+        raise ValueError(
+            f"score {score!r} has learned parameters; build it with "
+            f"attnlab.get_score({score!r}, query_dim=..., key_dim=...) and pass the object"
+        ) from None
+
+
+def choose_path(score: Score, return_weights: bool) -> tuple[str, str]:
+    """Which path :func:`attend_prepared` takes for this score, and why."""
+    if return_weights:
+        return "dense", "weights requested: logits and weights are materialized"
+    if not score.is_dot:
+        return "dense", f"{type(score).__name__} is not a dot product: explicit logits [B, H, Tq, Tk]"
+    return "sdpa", "dot-product score, no weights requested: fused scaled_dot_product_attention"
+
+
+def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Softmax over the last axis where ``mask`` allows; rows with nothing allowed give exactly 0.
+
+    Rows whose logits are all ``-inf`` (masked, or from a ``-inf`` bias) are set to 0 with a zero gradient.
+    NaN in an allowed logit propagates.
+    """
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    empty = logits.amax(-1, keepdim=True) == float("-inf")  # (.., Tq, 1): nothing to attend to
+    return logits.masked_fill(empty, 0.0).softmax(-1).masked_fill(empty, 0.0)
+
+
+def attend(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    score: str | Score = "scaled_dot",
+    mask: Tensor | None = None,
+    *,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+    return_weights: bool = False,
+) -> Attended:
+    """``context = E_p[V]`` with ``p = softmax(mask(score(query, key) + bias))``.
+
+    ``score`` is a registered name of a parameter-free score (``"dot"``, ``"scaled_dot"``, ``"cosine"``) or a
+    :class:`~attnlab.scores.Score` object (``attnlab.get_score("additive", query_dim=...)``). ``causal=True``
+    applies :func:`attnlab.masks.causal` (end-aligned when ``Tq != Tk``) and cannot be combined with ``mask``:
+    pass ``mask & masks.causal(tq, tk)`` instead. ``dropout`` drops weights (pass 0 at evaluation).
+    Self-attention is ``attend(x, x, x)``.
+    """
+    score = resolve_score(score)
+    batch, heads, tq, tk, one_head = _check_inputs(query, key, value)
+    mask = _as_4d(mask, "mask", batch, heads, tq, tk, query.device)
+    bias = _as_4d(bias, "bias", batch, heads, tq, tk, query.device)
+    if one_head:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)  # (B, 1, T, D)
+    if mask is not None:
+        unreadable = ~mask.any(-2).unsqueeze(-1)  # (B|1, H|1, Tk, 1): no query may read these keys
+        key, value = key.masked_fill(unreadable, 0.0), value.masked_fill(unreadable, 0.0)
+    result = attend_prepared(
+        score.prepare_query(query),
+        score.prepare_key(key),
+        value,
+        score,
+        mask=mask,
+        bias=bias,
+        causal=causal,
+        dropout=dropout,
+        return_weights=return_weights,
+    )
+    if not one_head:
+        return result
+    weights = None if result.weights is None else result.weights.squeeze(1)
+    return Attended(result.context.squeeze(1), weights, result.path, result.reason)
+
+
+def attend_prepared(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    score: Score,
+    *,
+    mask: Tensor | None = None,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+    return_weights: bool = False,
+) -> Attended:
+    """The core on already prepared 4-D inputs: ``query = score.prepare_query(q) [B, H, Tq, D']``,
+    ``key = score.prepare_key(k) [B, H, Tk, D']``, ``value [B, H, Tk, Dv]``; ``mask``/``bias`` 4-D broadcastable.
+
+    Modules call this after projecting (and caching prepared keys); :func:`attend` validates and calls it.
+    """
+    tq, tk = query.shape[-2], key.shape[-2]
+    if causal:
+        if mask is not None:
+            raise ValueError("causal=True cannot be combined with an explicit mask; pass mask & masks.causal(tq, tk)")
+        if tq != tk and tq > 1:
+            mask = masks.causal(tq, tk, device=query.device)
+        causal = tq == tk and tq > 1
+    batch, heads = torch.broadcast_shapes(query.shape[:2], key.shape[:2], value.shape[:2])
+    if tq == 0 or tk == 0:
+        context = value.new_zeros(batch, heads, tq, value.shape[-1])
+        weights = query.new_zeros(batch, heads, tq, tk) if return_weights else None
+        return Attended(context, weights, "empty", "no queries or no keys: nothing to attend to, context is 0")
+    path, reason = choose_path(score, return_weights)
+    if path == "sdpa":
+        return Attended(_fused(query, key, value, score, mask, bias, causal, dropout), None, path, reason)
+    context, weights = _dense(query, key, value, score, mask, bias, causal, dropout)
+    return Attended(context, weights if return_weights else None, path, reason)
+
+
+def _dense(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    score: Score,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    dropout: float,
+) -> tuple[Tensor, Tensor]:
+    if causal:
+        mask = masks.causal(query.shape[-2], key.shape[-2], device=query.device)
+    # Logits and softmax in float32 for half-precision inputs (fp16 logits overflow at 65504), autocast or not.
+    with torch.autocast(query.device.type, enabled=False):
+        if query.dtype in _LOW_PRECISION:
+            query, key = query.float(), key.float()
+        logits = score.combine(query, key)  # (B, H, Tq, Tk)
+        if bias is not None:
+            logits = logits + bias.to(logits.dtype)
+        weights = masked_softmax(logits, mask)  # (B, H, Tq, Tk)
+    dropped = F.dropout(weights, dropout) if dropout > 0 else weights
+    context = dropped.to(value.dtype) @ value  # (B, H, Tq, Tk) @ (B, H, Tk, Dv) -> (B, H, Tq, Dv)
+    return context, weights
+
+
+def _fused(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    score: Score,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: bool,
+    dropout: float,
+) -> Tensor:
+    attn_mask, empty = mask, None
+    if bias is not None:
+        attn_mask = bias.to(query.dtype)
+        if mask is not None:
+            attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+    if causal and attn_mask is not None:  # SDPA takes is_causal or a mask, not both
+        attn_mask = _and_causal(attn_mask, query.shape[-2], key.shape[-2])
+        causal = False
+    if attn_mask is not None:
+        # Rows with nothing to attend to: let them attend anywhere, then zero them (context and gradient).
+        if attn_mask.dtype == torch.bool:
+            empty = ~attn_mask.any(-1, keepdim=True)  # (.., Tq, 1)
+            attn_mask = attn_mask | empty
+        else:
+            empty = torch.isneginf(attn_mask).all(-1, keepdim=True)
+            attn_mask = attn_mask.masked_fill(empty, 0.0)
+    # SDPA's fused kernels need the last dimension contiguous, else it falls back to the quadratic path.
+    query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
+    context = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attn_mask,
+        dropout_p=dropout,
+        is_causal=causal,
+        scale=score.scale(query.shape[-1]),
+    )  # (B, H, Tq, Dv)
+    return context if empty is None else context.masked_fill(empty, 0.0)
+
+
+def _and_causal(attn_mask: Tensor, tq: int, tk: int) -> Tensor:
+    allowed = masks.causal(tq, tk, device=attn_mask.device)
+    if attn_mask.dtype == torch.bool:
+        return attn_mask & allowed
+    return attn_mask.masked_fill(~allowed, float("-inf"))
+
+
+# -- validation ------------------------------------------------------------------------------------------------
+def _check_inputs(query: Tensor, key: Tensor, value: Tensor) -> tuple[int, int, int, int, bool]:
+    for name, tensor in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor; received {type(tensor).__name__}")
+        if not tensor.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a floating-point tensor; received dtype {tensor.dtype}")
+    if query.dim() not in (3, 4):
+        raise ValueError(f"query must be [B, Tq, D] or [B, H, Tq, D]; received shape {tuple(query.shape)}")
+    layout = "[B, T, D]" if query.dim() == 3 else "[B, H, T, D]"
+    for name, tensor in (("key", key), ("value", value)):
+        if tensor.dim() != query.dim():
+            raise ValueError(
+                f"{name} must be {layout} like query {tuple(query.shape)}; received shape {tuple(tensor.shape)}"
+            )
+        if tensor.shape[: query.dim() - 2] != query.shape[: query.dim() - 2]:
+            lead = "batch" if query.dim() == 3 else "batch and heads"
+            raise ValueError(
+                f"{name} must match query in {lead} {tuple(query.shape[:-2])}; received shape {tuple(tensor.shape)}"
+            )
+        if tensor.dtype != query.dtype:
+            raise TypeError(f"{name} dtype must match query's {query.dtype}; received {tensor.dtype}")
+        if tensor.device != query.device:
+            raise ValueError(f"{name} must be on query's device {query.device}; received {tensor.device}")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length Tk; received key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+    one_head = query.dim() == 3
+    heads = 1 if one_head else query.shape[1]
+    return query.shape[0], heads, query.shape[-2], key.shape[-2], one_head
+
+
+def _as_4d(
+    tensor: Tensor | None, name: str, batch: int, heads: int, tq: int, tk: int, device: torch.device
+) -> Tensor | None:
+    """A mask or bias as 4-D ``[B|1, H|1, Tq|1, Tk|1]``; up to 3-D inputs have no head axis."""
+    if tensor is None:
+        return None
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None; received {type(tensor).__name__}")
+    if name == "mask" and tensor.dtype != torch.bool:
+        hint = (
+            "float masks are not accepted (0/1 or -inf conventions differ between libraries): use a bool mask, "
+            "or pass additive logits as bias="
+            if tensor.dtype.is_floating_point
+            else "convert it with mask.bool() after checking that nonzero means 'may attend'"
+        )
+        raise TypeError(f"mask must be a bool tensor (True = may attend); received dtype {tensor.dtype}; {hint}")
+    if name == "bias" and not tensor.dtype.is_floating_point:
+        raise TypeError(f"bias must be a floating-point tensor (added to the logits); received dtype {tensor.dtype}")
+    if tensor.device != device:
+        raise ValueError(f"{name} must be on the inputs' device {device}; received {tensor.device}")
+    if not 2 <= tensor.dim() <= 4:
+        raise ValueError(
+            f"{name} must have 2 to 4 dims ([Tq, Tk], [B, Tq, Tk] or [B, H, Tq, Tk]); "
+            f"received shape {tuple(tensor.shape)}"
+        )
+    full = tensor if tensor.dim() == 4 else tensor.reshape((1,) * (3 - tensor.dim()) + tuple(tensor.shape)).unsqueeze(1)
+    target = (batch, heads, tq, tk)
+    if any(got not in (1, want) for got, want in zip(full.shape, target, strict=True)):
+        raise ValueError(
+            f"{name} of shape {tuple(tensor.shape)} does not broadcast to [B, H, Tq, Tk] = {list(target)} "
+            "(masks of up to 3 dims have no head axis)"
+        )
+    return full

@@ -1,0 +1,1 @@
+"""Training: one trainer for every model, metrics, checkpoints (safetensors + JSON), distributed runs."""
