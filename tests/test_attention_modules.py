@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SCORE_OPTIONS, SCORES
-from reference import reference_module
 
 import attnlab
 from attnlab import CrossAttention, KVCache, SelfAttention, masks
+from conftest import SCORE_OPTIONS, SCORES
+from reference import reference_module
 
 
 def _cross(name, heads, project=True, dim=6, context_dim=9, **kw):

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from conftest import SCORES, build_score
-from reference import reference_attend
 
 import attnlab
 from attnlab import masks
 from attnlab.core import attend, attend_prepared
+from conftest import SCORES, build_score
+from reference import reference_attend
 
 
 def _inputs(batch=2, heads=3, tq=4, tk=5, dq=6, dk=6, dv=3, dtype=torch.float64, grad=False):

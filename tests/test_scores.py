@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from conftest import SCORES, build_score
 
 import attnlab
 from attnlab.scores import Score, additive_logits, naive_additive_logits, register_score
+from conftest import SCORES, build_score
 
 
 def _one(values):
@@ -66,7 +66,7 @@ def test_location_by_hand_and_beyond_max_len():
 def test_registry_lists_names_and_rejects_unknown():
     assert set(SCORES) <= set(attnlab.available_scores())
     assert {"concat", "bilinear", "content"} <= set(attnlab.available_scores())
-    with pytest.raises(KeyError, match="unknown score 'bahdanau'; available: .*additive"):
+    with pytest.raises(KeyError, match=r"unknown score 'bahdanau'; available: .*additive"):
         attnlab.get_score("bahdanau")
     with pytest.raises(TypeError):
         attnlab.get_score("additive", query_dim=4, hiden_dim=3)  # misspelt option is not swallowed
