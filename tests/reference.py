@@ -103,16 +103,18 @@ def reference_module(module, x: Tensor, context: Tensor, mask=None, causal: bool
     """Reference output of a CrossAttention/SelfAttention: explicit projections, per-head loops, output proj."""
     x, context = x.double(), context.double()
 
-    def linear(layer, t):
-        if layer is None:
+    def linear(which, t):
+        projection = module.projection(which)
+        if projection is None:
             return t
-        out = torch.einsum("btd,od->bto", t, layer.weight.double())
-        return out if layer.bias is None else out + layer.bias.double()
+        weight, bias = projection
+        out = torch.einsum("btd,od->bto", t, weight.detach().double())
+        return out if bias is None else out + bias.detach().double()
 
     heads = module.heads
-    q = split_heads(linear(module.q_proj, x), heads)
-    k = split_heads(linear(module.k_proj, context), heads)
-    v = split_heads(linear(module.v_proj, context), heads)
+    q = split_heads(linear("query", x), heads)
+    k = split_heads(linear("key", context), heads)
+    v = split_heads(linear("value", context), heads)
     tq, tk = x.shape[1], context.shape[1]
     if mask is not None and mask.dim() <= 3:
         mask = mask.reshape((1,) * (3 - mask.dim()) + tuple(mask.shape)).unsqueeze(1)
@@ -121,4 +123,4 @@ def reference_module(module, x: Tensor, context: Tensor, mask=None, causal: bool
         mask = lower[None, None] if mask is None else mask & lower
     ctx, weights = reference_attend(q, k, v, module.score, mask)
     merged = torch.cat([ctx[:, h] for h in range(heads)], dim=-1)  # (B, Tq, H*Dv)
-    return linear(module.out_proj, merged), weights
+    return linear("output", merged), weights

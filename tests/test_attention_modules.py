@@ -140,7 +140,10 @@ def test_self_attention_without_positions_is_permutation_equivariant(name):
 def test_one_head_module_equals_plain_attend(name):
     attn = _cross(name, 1).double()
     x, memory = torch.randn(2, 4, 6, dtype=torch.float64), torch.randn(2, 5, 9, dtype=torch.float64)
-    q, k, v = attn.q_proj(x), attn.k_proj(memory), attn.v_proj(memory)
+    q, k, v = (
+        torch.nn.functional.linear(t, *attn.projection(w))
+        for t, w in ((x, "query"), (memory, "key"), (memory, "value"))
+    )
     want = attn.out_proj(attnlab.attend(q, k, v, attn.score).context)
     torch.testing.assert_close(attn(x, memory).context, want)
 

@@ -65,16 +65,20 @@ class CrossAttention(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); received {dropout}")
         self.dim, self.context_dim, self.heads, self.dropout = dim, context_dim, heads, dropout
+        self.in_proj = self.q_proj = self.kv_proj = self.out_proj = None
         if project:
             if head_dim is None:
                 if dim % heads:
                     raise ValueError(f"heads ({heads}) must divide dim ({dim}), or pass head_dim")
                 head_dim = dim // heads
             inner = heads * head_dim
-            self.q_proj = nn.Linear(dim, inner, bias=bias)
-            self.k_proj = nn.Linear(context_dim, inner, bias=bias)
-            self.v_proj = nn.Linear(context_dim, inner, bias=bias)
+            if context_dim == dim:  # one fused [W_q; W_k; W_v]: self-attention projects with one product
+                self.in_proj = nn.Linear(dim, 3 * inner, bias=bias)
+            else:
+                self.q_proj = nn.Linear(dim, inner, bias=bias)
+                self.kv_proj = nn.Linear(context_dim, 2 * inner, bias=bias)  # [W_k; W_v]
             self.out_proj = nn.Linear(inner, dim, bias=bias)
+            self.inner = inner
             query_dim = key_dim = head_dim
             self.out_dim = dim
         else:
@@ -83,8 +87,8 @@ class CrossAttention(nn.Module):
             for name, value in (("dim", dim), ("context_dim", context_dim)):
                 if value % heads:
                     raise ValueError(f"heads ({heads}) must divide {name} ({value}) when project=False")
-            self.q_proj = self.k_proj = self.v_proj = self.out_proj = None
             query_dim, key_dim = dim // heads, context_dim // heads
+            self.inner = 0
             self.out_dim = context_dim
         if isinstance(score, Score):
             if score_options:
@@ -179,24 +183,49 @@ class CrossAttention(nn.Module):
         batch, length = tensor.shape[:2]
         return tensor.view(batch, length, self.heads, -1).transpose(1, 2)  # (B, T, H*D) -> (B, H, T, D)
 
+    def projection(self, which: str) -> tuple[Tensor, Tensor | None] | None:
+        """``(weight [out, in], bias)`` of the ``"query"``, ``"key"`` or ``"value"`` projection (views of the stored
+        parameters), or None without projections. ``"output"`` gives the output projection."""
+        if which == "output":
+            return None if self.out_proj is None else (self.out_proj.weight, self.out_proj.bias)
+        if which not in ("query", "key", "value"):
+            raise ValueError(f"which must be 'query', 'key', 'value' or 'output'; received {which!r}")
+        if self.out_proj is None:
+            return None
+        if self.in_proj is not None:
+            layer, index = self.in_proj, ("query", "key", "value").index(which)
+        else:
+            layer, index = (self.q_proj, 0) if which == "query" else (self.kv_proj, ("key", "value").index(which))
+        rows = slice(index * self.inner, (index + 1) * self.inner)
+        return layer.weight[rows], None if layer.bias is None else layer.bias[rows]
+
     def _project_query(self, x: Tensor) -> Tensor:
-        return self._split_heads(x if self.q_proj is None else self.q_proj(x))
+        if self.out_proj is None:
+            return self._split_heads(x)
+        if self.q_proj is not None:
+            return self._split_heads(self.q_proj(x))
+        return self._split_heads(F.linear(x, *self.projection("query")))
 
     def _project_context(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        if self.k_proj is None:
+        if self.out_proj is None:
             return self._split_heads(context), self._split_heads(context)
-        return self._split_heads(self.k_proj(context)), self._split_heads(self.v_proj(context))
+        if self.kv_proj is not None:
+            kv = self.kv_proj(context)  # (B, Tk, 2*inner)
+        else:
+            weight, bias = (
+                self.in_proj.weight[self.inner :],
+                None if self.in_proj.bias is None else self.in_proj.bias[self.inner :],
+            )
+            kv = F.linear(context, weight, bias)  # (B, Tk, 2*inner)
+        key, value = kv.chunk(2, dim=-1)
+        return self._split_heads(key), self._split_heads(value)
 
     def _project_all(self, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if context is not x or self.q_proj is None:
+        if context is not x or self.in_proj is None:
             return (self._project_query(x), *self._project_context(context))
-        # Self-attention: one matrix product for queries, keys and values (what a fused qkv layer does).
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        weight = torch.cat([p.weight for p in projections])  # (3*inner, dim)
-        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-        qkv = F.linear(x, weight, bias)  # (B, T, 3*inner)
-        sizes = [p.out_features for p in projections]
-        return tuple(self._split_heads(t) for t in qkv.split(sizes, dim=-1))  # 3 x (B, H, T, D)
+        # Self-attention: one matrix product for queries, keys and values (a fused qkv layer).
+        qkv = self.in_proj(x)  # (B, T, 3*inner)
+        return tuple(self._split_heads(t) for t in qkv.chunk(3, dim=-1))  # 3 x (B, H, T, D)
 
     def _check_features(self, tensor: Tensor, features: int, name: str) -> None:
         if not isinstance(tensor, Tensor):
@@ -245,10 +274,11 @@ def _load_mha(attn: CrossAttention, mha: nn.MultiheadAttention) -> CrossAttentio
     biases = (None,) * 3 if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
     attn.to(device=mha.out_proj.weight.device, dtype=mha.out_proj.weight.dtype)
     with torch.no_grad():
-        for proj, weight, bias in zip((attn.q_proj, attn.k_proj, attn.v_proj), weights, biases, strict=True):
-            proj.weight.copy_(weight)
+        for which, weight, bias in zip(("query", "key", "value"), weights, biases, strict=True):
+            own_weight, own_bias = attn.projection(which)
+            own_weight.copy_(weight)
             if bias is not None:
-                proj.bias.copy_(bias)
+                own_bias.copy_(bias)
         attn.out_proj.weight.copy_(mha.out_proj.weight)
         if mha.out_proj.bias is not None:
             attn.out_proj.bias.copy_(mha.out_proj.bias)
