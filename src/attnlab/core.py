@@ -94,6 +94,8 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     empty = logits.amax(-1, keepdim=True) == float("-inf")  # (.., Tq, 1): nothing to attend to
+    if not empty.any():  # the common case: no extra full-size passes
+        return logits.softmax(-1)
     return logits.masked_fill(empty, 0.0).softmax(-1).masked_fill(empty, 0.0)
 
 
@@ -198,7 +200,8 @@ def _dense(
         logits = score.combine(query, key)  # (B, H, Tq, Tk)
         if bias is not None:
             logits = logits + bias.to(logits.dtype)
-        weights = masked_softmax(logits, mask)  # (B, H, Tq, Tk)
+        # Without mask or bias no row can be empty: a plain softmax (inf/NaN inputs propagate as they should).
+        weights = logits.softmax(-1) if mask is None and bias is None else masked_softmax(logits, mask)
     dropped = F.dropout(weights, dropout) if dropout > 0 else weights
     context = dropped.to(value.dtype) @ value  # (B, H, Tq, Tk) @ (B, H, Tk, Dv) -> (B, H, Tq, Dv)
     return context, weights

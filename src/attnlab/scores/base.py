@@ -104,7 +104,10 @@ class DotProductScore(Score):
                 f"{type(self).__name__}: prepared query and key must have the same features; "
                 f"received {query.shape[-1]} and {key.shape[-1]}"
             )
-        return (query @ key.transpose(-1, -2)) * self.scale(query.shape[-1])  # (B, H, Tq, Tk)
+        scale = self.scale(query.shape[-1])
+        if scale != 1.0:
+            query = query * scale  # scaling [.., Tq, D] is cheaper than scaling the [.., Tq, Tk] logits
+        return query @ key.transpose(-1, -2)  # (B, H, Tq, Tk)
 
 
 _REGISTRY: dict[str, type[Score]] = {}

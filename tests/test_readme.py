@@ -1,0 +1,21 @@
+"""The README's Python example runs as written and its claimed results hold."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102
+    assert namespace["out"].context.shape == (2, 5, 8)
+    assert namespace["out"].path == "dense"
+    x, cross, encoder, masks = namespace["x"], namespace["cross"], namespace["encoder"], namespace["masks"]
+    assert torch.equal(cross(x, context=x, mask=masks.causal(7)).context, encoder(x).context)
