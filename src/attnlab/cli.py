@@ -46,7 +46,7 @@ def _tour(args: argparse.Namespace) -> int:
         encoder = SelfAttention(dim, heads, name, causal=True, score_options=options)
         at = reader(text, context=image, return_weights=True)
         sa = encoder(text, mask=padding, return_weights=True)
-        sums = sa.weights.sum(-1)[0]  # (H, Tq) for the unpadded item
+        sums = torch.cat([at.weights.sum(-1).flatten(), sa.weights.sum(-1)[0].flatten()])  # every row of both
         masked = sa.weights[1][..., 5:].abs().max()  # item 1 has 5 tokens: keys 5, 6 are padding
         print(
             f"   {name:<11} {reader(text, context=image).path:<10} {encoder(text, mask=padding).path:<9} "
