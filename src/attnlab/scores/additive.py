@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Score, register_score
+from .base import Score, per_head_linear, register_score
 
 #: Upper bound on one chunk's ``[.., chunk, Tk, A]`` work slab, in bytes.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
@@ -51,10 +51,11 @@ class _AdditiveLogits(torch.autograd.Function):
             q = query[:, :, start : start + rows]  # (B, H, c, A)
             hidden = (q.unsqueeze(-2) + key.unsqueeze(-3)).tanh_()  # (B, H, c, Tk, A)
             c = q.shape[2]
-            # (B, H, c*Tk, A) @ (1, H, A, 1) -> (B, H, c*Tk, 1)
-            logits[:, :, start : start + c] = (hidden.view(batch, heads, c * tk, width) @ v_col).view(
-                batch, heads, c, tk
-            )
+            if heads == 1:  # a plain matrix-vector product: (B*c*Tk, A) @ (A,) -> (B*c*Tk,)
+                scores = hidden.view(-1, width) @ v[0]
+            else:  # (B, H, c*Tk, A) @ (1, H, A, 1) -> (B, H, c*Tk, 1)
+                scores = hidden.view(batch, heads, c * tk, width) @ v_col
+            logits[:, :, start : start + c] = scores.view(batch, heads, c, tk)
         return logits
 
     @staticmethod
@@ -78,8 +79,11 @@ class _AdditiveLogits(torch.autograd.Function):
             c = q.shape[2]
             g = grad_logits[:, :, start : start + c]  # (B, H, c, Tk)
             hidden = (q.unsqueeze(-2) + key.unsqueeze(-3)).tanh_()  # (B, H, c, Tk, A)
-            if ctx.needs_input_grad[2]:
-                # sum_{i,j} g[i,j] * hidden[i,j,:]: (B, H, 1, c*Tk) @ (B, H, c*Tk, A) -> (B, H, 1, A)
+            if ctx.needs_input_grad[2] and heads == 1:
+                # sum_{b,i,j} g[b,i,j] * hidden[b,i,j,:]: (B*c*Tk,) @ (B*c*Tk, A) -> (A,)
+                grad_v[0, 0, 0] += g.reshape(-1) @ hidden.view(-1, width)
+            elif ctx.needs_input_grad[2]:
+                # (B, H, 1, c*Tk) @ (B, H, c*Tk, A) -> (B, H, 1, A)
                 grad_v += g.reshape(batch, heads, 1, c * tk) @ hidden.view(batch, heads, c * tk, width)
             # d logits / d pre-activation = v * (1 - tanh^2), times the incoming gradient, in place
             pre = hidden.square_().neg_().add_(1).mul_(v_row).mul_(g.unsqueeze(-1))  # (B, H, c, Tk, A)
@@ -141,11 +145,11 @@ class Additive(Score):
 
     def prepare_query(self, query: Tensor) -> Tensor:
         self._check_features(query, self.query_dim, "query")
-        return query @ self.query_weight  # (B, H, Tq, Dq) @ (H, Dq, A) -> (B, H, Tq, A)
+        return per_head_linear(query, self.query_weight)  # (B, H, Tq, Dq) @ (H, Dq, A) -> (B, H, Tq, A)
 
     def prepare_key(self, key: Tensor) -> Tensor:
         self._check_features(key, self.key_dim, "key")
-        return key @ self.key_weight  # (B, H, Tk, Dk) @ (H, Dk, A) -> (B, H, Tk, A)
+        return per_head_linear(key, self.key_weight)  # (B, H, Tk, Dk) @ (H, Dk, A) -> (B, H, Tk, A)
 
     def combine(self, query: Tensor, key: Tensor) -> Tensor:
         return additive_logits(query, key, self.v.to(query.dtype), self.chunk_bytes)  # (B, H, Tq, Tk)

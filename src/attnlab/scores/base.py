@@ -23,9 +23,22 @@ import abc
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["DotProductScore", "Score", "available_scores", "get_score", "register_score"]
+__all__ = ["DotProductScore", "Score", "available_scores", "get_score", "per_head_linear", "register_score"]
+
+
+def per_head_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """``x [B, H|1, T, D]`` times a per-head ``weight [H, D, E]`` -> ``[B, H, T, E]``.
+
+    A broadcast ``x @ weight`` would copy the weight once per batch row; this runs one GEMM for a single head
+    and one batched GEMM over heads otherwise.
+    """
+    heads = weight.shape[0]
+    if heads == 1:
+        return x @ weight[0]  # (B, 1, T, D) @ (D, E): folded into one (B*T, D) @ (D, E) product
+    return torch.einsum("bhtd,hde->bhte", x.expand(-1, heads, -1, -1), weight)  # (B, H, T, E)
 
 
 class Score(nn.Module, abc.ABC):

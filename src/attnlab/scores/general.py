@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import DotProductScore, register_score
+from .base import DotProductScore, per_head_linear, register_score
 
 
 @register_score("general", "bilinear")
@@ -27,7 +27,7 @@ class General(DotProductScore):
 
     def prepare_query(self, query: Tensor) -> Tensor:
         self._check_features(query, self.query_dim, "query")
-        return query @ self.weight  # (B, H, Tq, Dq) @ (H, Dq, Dk) -> (B, H, Tq, Dk)
+        return per_head_linear(query, self.weight)  # (B, H, Tq, Dq) @ (H, Dq, Dk) -> (B, H, Tq, Dk)
 
     def prepare_key(self, key: Tensor) -> Tensor:
         self._check_features(key, self.key_dim, "key")

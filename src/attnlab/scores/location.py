@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Score, register_score
+from .base import Score, per_head_linear, register_score
 
 
 @register_score("location")
@@ -36,7 +36,7 @@ class Location(Score):
 
     def prepare_query(self, query: Tensor) -> Tensor:
         self._check_features(query, self.query_dim, "query")
-        return query @ self.weight + self.bias  # (B, H, Tq, Dq) @ (H, Dq, L) -> (B, H, Tq, L)
+        return per_head_linear(query, self.weight) + self.bias  # (B, H, Tq, Dq) @ (H, Dq, L) -> (B, H, Tq, L)
 
     def combine(self, query: Tensor, key: Tensor) -> Tensor:
         tk = key.shape[-2]
