@@ -324,3 +324,16 @@ def test_public_api_names():
     for name in ("attend", "get_score", "CrossAttention", "SelfAttention", "masks", "Attended"):
         assert hasattr(attnlab, name)
     assert {"dot", "scaled_dot", "general", "additive", "location", "cosine"} <= set(attnlab.available_scores())
+
+
+@pytest.mark.parametrize("qk_dim, v_dim", [(8, 8), (4, 16), (16, 4)])
+def test_fused_path_uses_a_fused_kernel_for_unequal_widths(qk_dim, v_dim):
+    # SDPA silently takes its quadratic math path when query/key and value widths differ; the core pads.
+    q, k = torch.randn(1, 2, 64, qk_dim), torch.randn(1, 2, 64, qk_dim)
+    v = torch.randn(1, 2, 64, v_dim)
+    with torch.profiler.profile() as prof:
+        out = attend(q, k, v)
+    ops = {event.name for event in prof.events()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops
+    torch.testing.assert_close(out.context, attend(q, k, v, return_weights=True).context, rtol=1e-5, atol=1e-6)

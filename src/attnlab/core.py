@@ -233,17 +233,19 @@ def _fused(
         else:
             empty = torch.isneginf(attn_mask).all(-1, keepdim=True)
             attn_mask = attn_mask.masked_fill(empty, 0.0)
-    # SDPA's fused kernels need the last dimension contiguous, else it falls back to the quadratic path.
+    # SDPA's fused kernels need the last dimension contiguous and equal query/key and value widths; otherwise it
+    # silently falls back to the math path, which materializes [B, H, Tq, Tk]. Zero-padding the narrower side
+    # changes no dot product and no weighted sum; the padding is cut from the result.
+    qk_dim, v_dim = query.shape[-1], value.shape[-1]
+    scale = score.scale(qk_dim)
+    if qk_dim < v_dim:
+        query, key = F.pad(query, (0, v_dim - qk_dim)), F.pad(key, (0, v_dim - qk_dim))
+    elif v_dim < qk_dim:
+        value = F.pad(value, (0, qk_dim - v_dim))
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     context = F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=attn_mask,
-        dropout_p=dropout,
-        is_causal=causal,
-        scale=score.scale(query.shape[-1]),
-    )  # (B, H, Tq, Dv)
+        query, key, value, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal, scale=scale
+    )[..., :v_dim]  # (B, H, Tq, Dv)
     return context if empty is None else context.masked_fill(empty, 0.0)
 
 
