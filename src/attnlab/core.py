@@ -245,7 +245,9 @@ def _fused(
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     context = F.scaled_dot_product_attention(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal, scale=scale
-    )[..., :v_dim]  # (B, H, Tq, Dv)
+    )  # (B, H, Tq, max(Dqk, Dv))
+    if v_dim < qk_dim:  # only then: a slice's backward zero-fills and copies the whole gradient
+        context = context[..., :v_dim]  # (B, H, Tq, Dv)
     return context if empty is None else context.masked_fill(empty, 0.0)
 
 
