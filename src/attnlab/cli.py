@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head): not an error of ours
+        sys.stderr.close()
+        return 0
     except (ValueError, TypeError, KeyError, OSError) as error:
         print(f"attnlab {args.command}: error: {error}", file=sys.stderr)
         return 1
