@@ -1,4 +1,4 @@
-"""The fast path adds no tensor work: attnlab self-attention runs the same ATen kernels as hand-written SDPA code.
+"""The fast path adds no tensor work beyond its NaN guard: self-attention runs the same ATen kernels as raw SDPA.
 
 This is the structural half of the benchmark claim (time within 1.05x of raw SDPA): a regression that adds a
 copy, a fill or a fallback to SDPA's math path shows up here as an extra kernel, without any timing.
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import attnlab
+import attnlab.core
 
 IGNORED = {"aten::chunk", "aten::split"}  # chunk(3) is split(dim) by another name
 
@@ -23,7 +24,9 @@ def _aten_ops(run) -> Counter:
     return Counter(e.name for e in prof.events() if e.name.startswith("aten::") and e.name not in IGNORED)
 
 
-def test_self_attention_runs_the_same_kernels_as_raw_sdpa():
+def test_self_attention_runs_the_same_kernels_as_raw_sdpa(monkeypatch):
+    # The one documented addition, the NaN-query guard (a pass over the queries), is switched off here.
+    monkeypatch.setattr(attnlab.core, "_propagate_nan_queries", lambda query, context: context)
     torch.manual_seed(0)
     batch, length, dim, heads = 2, 16, 32, 4
     mha = torch.nn.MultiheadAttention(dim, heads, batch_first=True)

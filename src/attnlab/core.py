@@ -248,7 +248,18 @@ def _fused(
     )  # (B, H, Tq, max(Dqk, Dv))
     if v_dim < qk_dim:  # only then: a slice's backward zero-fills and copies the whole gradient
         context = context[..., :v_dim]  # (B, H, Tq, Dv)
+    context = _propagate_nan_queries(query, context)
     return context if empty is None else context.masked_fill(empty, 0.0)
+
+
+def _propagate_nan_queries(query: Tensor, context: Tensor) -> Tensor:
+    """NaN in a query must give NaN, but SDPA's fused CPU kernel reads a NaN row maximum as "fully masked" and
+    returns 0. One pass over the queries finds such rows; the context is only touched when there are some (on
+    CPU the check is free of device syncs, elsewhere the fill is unconditional)."""
+    nan_rows = query.isnan().any(-1, keepdim=True)  # (B, H, Tq, 1)
+    if query.device.type == "cpu" and not nan_rows.any():
+        return context
+    return context.masked_fill(nan_rows, float("nan"))
 
 
 def _and_causal(attn_mask: Tensor, tq: int, tk: int) -> Tensor:
