@@ -15,9 +15,10 @@ location       (W_a q)[t], positions only           Luong et al. 2015           
 from .additive import Additive, additive_logits, naive_additive_logits
 from .base import DotProductScore, Score, available_scores, get_score, register_score, score_class
 from .cosine import Cosine
-from .dot import Dot, ScaledDot
+from .dot import Dot
 from .general import General
 from .location import Location
+from .scaled_dot import ScaledDot
 
 __all__ = [
     "Additive",
