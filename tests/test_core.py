@@ -337,3 +337,9 @@ def test_fused_path_uses_a_fused_kernel_for_unequal_widths(qk_dim, v_dim):
     assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops
     assert "aten::_scaled_dot_product_attention_math" not in ops
     torch.testing.assert_close(out.context, attend(q, k, v, return_weights=True).context, rtol=1e-5, atol=1e-6)
+
+
+def test_subpackages_are_reachable_from_the_top_level():
+    assert callable(attnlab.vision.get_block) and hasattr(attnlab.seq, "Transformer")
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        attnlab.nope  # noqa: B018

@@ -12,6 +12,17 @@ from .scores import Score, available_scores, get_score, register_score
 
 __version__ = "0.1.0"
 
+_SUBPACKAGES = {"seq", "vision", "data", "train"}
+
+
+def __getattr__(name: str):
+    """``attnlab.vision``, ``attnlab.seq``, ... import on first use, so ``import attnlab`` stays light."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'attnlab' has no attribute {name!r}")
+
 __all__ = [
     "Attended",
     "CrossAttention",
