@@ -3,12 +3,22 @@
 ``attnlab tour`` answers "is attention different from self-attention?" with a short, measured demonstration on
 the library itself: one mechanism, called two ways, with every score function. (The full lab, with training on
 CMUdict and digit canvases, grows on this entry point.)
+
+``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
+[--max-steps N] [--seed S] [--resume | --force]`` trains one (``torchrun --nproc_per_node N -m attnlab.cli train
+...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
+[--limit N] [--by-length]`` scores a trained model (the shipped one by default). Every failure exits non-zero
+with one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
+import os
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -63,12 +73,118 @@ def _tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception as one readable line (KeyError without its quotes; unexpected types named)."""
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    message = " ".join(message.split()) or type(error).__name__
+    if not isinstance(error, ValueError | TypeError | KeyError | OSError | FloatingPointError):
+        message = f"{type(error).__name__}: {message}"
+    return message
+
+
+def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Any failure of a lab command becomes ``attnlab CMD: error: ...`` (one line) and exit status 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except KeyboardInterrupt:
+            hint = "; continue the run with --resume" if args.command == "train" else ""
+            print(f"attnlab {args.command}: interrupted{hint}", file=sys.stderr)
+            return 130
+        except Exception as error:
+            print(f"attnlab {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_reports_errors
+def _list(args: argparse.Namespace) -> int:
+    from .experiments import experiment_table
+
+    table = experiment_table()
+    width = max(len(name) for name in table)
+    for name, experiment in table.items():
+        print(f"{name:<{width}}  {experiment.description}")
+    return 0
+
+
+@_reports_errors
+def _train(args: argparse.Namespace) -> int:
+    from .experiments import train_experiment
+
+    result = train_experiment(
+        args.experiment, args.out, budget=args.budget, seed=args.seed, max_steps=args.max_steps,
+        resume=args.resume, force=args.force, device=args.device,
+    )  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":
+        best = "no dev evaluation"
+        if result.best is not None:
+            best = f"best dev {result.metric} {result.best:.4g} at step {result.best_step} ({result.best_path})"
+        print(
+            f"attnlab train: {args.experiment}: stopped at step {result.step} ({result.stop_reason}), "
+            f"{result.train_seconds:.1f} s, {result.tokens_per_s:,.0f} tok/s; {best}; final weights {result.model_path}"
+        )
+    return 0
+
+
+@_reports_errors
+def _eval(args: argparse.Namespace) -> int:
+    from .experiments import evaluate_model
+
+    scores = evaluate_model(args.task, args.model, split=args.split, beam=args.beam, limit=args.limit,
+                            by_length=args.by_length, device=args.device)  # fmt: skip
+    if args.json:
+        print(json.dumps(scores, separators=(", ", ": ")))
+        return 0
+    print(f"{scores['task']} {scores['split']} ({scores['decode']}), model {scores['model']}:")
+    for key, value in scores.items():
+        if key == "by_length":
+            for length, row in value.items():
+                print(f"  length {length:>3}: " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        elif isinstance(value, float) and key not in ("seconds", "items_per_s"):
+            print(f"  {key:<14} {value:.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="Attention vs self-attention: library and lab.")
     sub = parser.add_subparsers(dest="command", required=True)
     tour = sub.add_parser("tour", help="demonstrate attention vs self-attention with numbers")
     tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tour.set_defaults(run=_tour)
+
+    listing = sub.add_parser("list", help="list the experiments `attnlab train` runs")
+    listing.set_defaults(run=_list)
+
+    train = sub.add_parser("train", help="train an experiment into a run directory (see `attnlab list`)")
+    train.add_argument("experiment", help="experiment name, e.g. g2p-transformer (see `attnlab list`)")
+    train.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty)")
+    train.add_argument("--budget", choices=("smoke", "quick", "full"), default=None,
+                       help="smoke: seconds, quick: minutes, full: hours (default quick; on --resume as started)")
+    train.add_argument("--max-steps", type=int, default=None, metavar="N", help="override the budget's step count")
+    train.add_argument("--seed", type=int, default=None, metavar="S", help="override the seed (default 0)")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    mode.add_argument("--force", action="store_true", help="delete the run in DIR and start over")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="auto: CUDA when available (default)")
+    train.set_defaults(run=_train)
+
+    evaluate = sub.add_parser("eval", help="score a trained model on a task's test (or dev) split")
+    evaluate.add_argument("task", choices=("g2p", "reverse"), help="the task the model was trained on")
+    evaluate.add_argument("--model", default=None, metavar="PATH",
+                          help="a run directory (its model.safetensors) or a .safetensors file; default: the shipped "
+                          "G2P model")
+    evaluate.add_argument("--split", choices=("test", "dev", "train"), default="test", help="default test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON line")
+    evaluate.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (default 1: greedy)")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N", help="score N items, evenly spaced")
+    evaluate.add_argument("--by-length", action="store_true", help="add the scores per input length")
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

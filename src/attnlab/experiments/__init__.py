@@ -1,0 +1,49 @@
+"""Named experiments: each claim of the lab as a task + model factory + training plan per budget.
+
+=====================  =======================================================================================
+name                   what it trains
+=====================  =======================================================================================
+g2p-rnn                LSTM encoder-decoder, no attention (Cho / Sutskever 2014)
+g2p-bahdanau           + Bahdanau additive cross-attention (2014)
+g2p-luong              + Luong global general attention with input feeding (2015)
+g2p-lstmn              LSTMN intra-attention encoder (Cheng 2016) + Bahdanau decoder
+g2p-transformer        Transformer encoder-decoder (Vaswani 2017)
+g2p-decoder-only       decoder-only Transformer over [source; SEP; target], prefix mask
+reverse-rnn            sequence reversal up to length 100, GRU without attention (length study)
+reverse-bahdanau       the same with Bahdanau attention
+=====================  =======================================================================================
+
+Budgets: ``smoke`` (seconds), ``quick`` (minutes), ``full`` (hours) on a 2-core CPU; see
+:mod:`attnlab.experiments.g2p` and :mod:`attnlab.experiments.synthetic` for the exact plans.
+"""
+
+from . import g2p, synthetic  # noqa: F401  (registers the experiments)
+from .base import BUDGETS, Budget, Experiment, Task, available_experiments, experiment_table, get_experiment, register
+from .models import MODELS, LoadedModel, build_model, load_model, model_spec, parameter_count
+from .run import SHIPPED_G2P_MODEL, evaluate_model, resolve_model_path, train_experiment
+from .tasks import G2PTask, ReverseTask, decode, task_from_spec
+
+__all__ = [
+    "BUDGETS",
+    "MODELS",
+    "SHIPPED_G2P_MODEL",
+    "Budget",
+    "Experiment",
+    "G2PTask",
+    "LoadedModel",
+    "ReverseTask",
+    "Task",
+    "available_experiments",
+    "build_model",
+    "decode",
+    "evaluate_model",
+    "experiment_table",
+    "get_experiment",
+    "load_model",
+    "model_spec",
+    "parameter_count",
+    "register",
+    "resolve_model_path",
+    "task_from_spec",
+    "train_experiment",
+]

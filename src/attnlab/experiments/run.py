@@ -1,0 +1,198 @@
+"""Run experiments: train one into a run directory (``attnlab train``), evaluate a weight file (``attnlab eval``).
+
+``train_experiment`` writes ``DIR/run.json`` (experiment, budget, seed, max-steps) next to what the
+:class:`~attnlab.train.Trainer` writes, so ``--resume`` continues with the settings the run started with; an
+explicit setting that contradicts them is refused rather than silently changing the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import attnlab
+from attnlab.train.checkpoint import atomic_write_bytes
+from attnlab.train.distributed import init_from_env, shutdown
+from attnlab.train.rundir import prepare_run_dir
+from attnlab.train.trainer import MODEL_FILE, Trainer, TrainResult
+
+from .base import get_experiment
+from .models import MODEL_FORMAT, MODEL_FORMAT_VERSION, load_model, model_spec, parameter_count
+from .tasks import G2PTask, ReverseTask, evenly_spaced, task_from_spec
+
+__all__ = ["RUN_FILE", "SHIPPED_G2P_MODEL", "evaluate_model", "resolve_model_path", "train_experiment"]
+
+RUN_FILE = "run.json"
+SHIPPED_G2P_MODEL = Path(attnlab.__file__).parent / "assets" / "g2p" / "model.safetensors"
+SPLITS = ("train", "dev", "test")
+
+
+def _run_settings(
+    run: Path, name: str, budget: str | None, seed: int | None, max_steps: int | None, resume: bool
+) -> dict[str, Any]:
+    """The run's settings: given ones (or the budget's) for a new run; for a resumed run the saved ones, checked
+    against any given."""
+    given = {"experiment": name, "budget": budget, "seed": seed, "max_steps": max_steps}
+    if not resume:
+        plan = get_experiment(name).budget(budget or "quick").train
+        return {"experiment": name, "budget": budget or "quick", "seed": plan.seed if seed is None else seed,
+                "max_steps": plan.max_steps if max_steps is None else max_steps}  # fmt: skip
+    path = run / RUN_FILE
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot resume {run}: {RUN_FILE} is missing (not made by `attnlab train`)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    for key, value in given.items():
+        if value is not None and saved.get(key) != value:
+            flag = "EXPERIMENT" if key == "experiment" else f"--{key.replace('_', '-')}"
+            raise ValueError(
+                f"cannot resume {run} with {flag} {value}: the run was started with {saved.get(key)!r}; "
+                "leave it out to continue as started, or start a new run"
+            )
+    return saved
+
+
+def train_experiment(
+    name: str,
+    out: str | Path,
+    *,
+    budget: str | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str = "auto",
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> TrainResult:
+    """Train experiment ``name`` into the run directory ``out`` (``budget`` defaults to ``"quick"``).
+
+    Under ``torchrun`` every process calls this; rank 0 prepares the directory and writes all files.
+
+    Raises:
+        KeyError: unknown experiment or budget.
+        RunDirExistsError / NothingToResumeError: see :func:`attnlab.train.rundir.prepare_run_dir`.
+        ValueError: resume settings that contradict the run's; NonFiniteLossError: the loss diverged.
+    """
+    experiment = get_experiment(name)
+    # Unknown budget (KeyError) or a bad --seed/--max-steps (ValueError) fail before the disk is touched.
+    given = {"seed": seed, "max_steps": max_steps}
+    dataclasses.replace(experiment.budget(budget or "quick").train, **{k: v for k, v in given.items() if v is not None})
+    ctx = init_from_env(device)
+    try:
+        run = Path(out).expanduser()
+        failure: BaseException | None = None
+        if ctx.is_main:
+            try:
+                run = prepare_run_dir(out, force=force, resume=resume)
+                settings = _run_settings(run, name, budget, seed, max_steps, resume)
+                if not resume:
+                    atomic_write_bytes(run / RUN_FILE, (json.dumps(settings, indent=2) + "\n").encode())
+            except Exception as exc:  # re-raised below, after telling the other ranks
+                failure = exc
+        if not ctx.agree(failure is None):
+            if failure is not None:
+                raise failure
+            raise RuntimeError(f"rank 0 could not prepare the run directory {out}; see its error")
+        settings = json.loads((run / RUN_FILE).read_text())
+        plan = experiment.budget(settings["budget"])
+        config = dataclasses.replace(plan.train, seed=settings["seed"], max_steps=settings["max_steps"])
+
+        torch.manual_seed(config.seed)  # the model's initial weights
+        task = experiment.make_task(**plan.data)
+        model = experiment.make_model(task, **plan.model)
+        metadata = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_FORMAT_VERSION,
+            "experiment": name,
+            "budget": settings["budget"],
+            "model": model_spec(model),
+            "parameters": parameter_count(model),
+            "task": task.spec(),
+        }
+        trainer = Trainer(model, config, task.train_data(), run, validation=task.validation(), metadata=metadata,
+                          dist=ctx, progress=progress, verbose=verbose)  # fmt: skip
+        return trainer.fit(resume=resume)
+    finally:
+        shutdown(ctx)
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A weight file from ``--model``: a file as is, a run directory's ``model.safetensors``, or (None) the
+    shipped G2P model."""
+    if model is None:
+        if not SHIPPED_G2P_MODEL.is_file():
+            raise FileNotFoundError(
+                f"no --model given and no shipped model at {SHIPPED_G2P_MODEL} yet; train one "
+                "(attnlab train g2p-transformer --out runs/g2p --budget full) and pass --model runs/g2p"
+            )
+        return SHIPPED_G2P_MODEL
+    path = Path(model)
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path} has no {MODEL_FILE} (a run writes it when training ends; resume it with --resume, or pass "
+                f"{path / 'best.safetensors'} for the best weights so far)"
+            )
+        return path / MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file or directory")
+    return path
+
+
+def evaluate_model(
+    task_name: str,
+    model: str | Path | None = None,
+    *,
+    split: str = "test",
+    beam: int = 1,
+    limit: int | None = None,
+    by_length: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Score a weight file on ``split`` of its task: the dict ``attnlab eval --json`` prints.
+
+    G2P: ``wer``, ``per``, ``wer_no_stress``, ``per_no_stress`` (percent) and ``words``; reverse: ``accuracy``,
+    ``token_accuracy`` and ``sequences``. ``limit`` keeps that many items, evenly spaced.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, received {split!r}")
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        raise ValueError(f"beam: expected a positive int, received {beam!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit: expected a positive int, received {limit!r}")
+    path = resolve_model_path(model)
+    loaded = load_model(path, device=torch.device(device))
+    task = task_from_spec(loaded.task)
+    if task.name != task_name:
+        raise ValueError(f"{path}: the model was trained for task {task.name!r}, not {task_name!r}")
+    started = time.perf_counter()
+    if isinstance(task, G2PTask):
+        scores = task.evaluate(loaded.model, task.entries(split, limit), beam=beam, by_length=by_length)
+        count = scores["words"]
+    elif isinstance(task, ReverseTask):
+        scores = task.evaluate(loaded.model, evenly_spaced(task.pairs(split), limit), beam=beam, by_length=by_length)
+        count = scores["sequences"]
+    else:
+        raise ValueError(f"{path}: no evaluation for task {task.name!r}")
+    seconds = time.perf_counter() - started
+    meta = loaded.metadata
+    return {
+        "task": task.name,
+        "split": split,
+        **scores,
+        "decode": "greedy" if beam == 1 else f"beam-{beam}",
+        "model": str(path),
+        "experiment": meta.get("experiment"),
+        "step": meta.get("step"),
+        "parameters": meta.get("parameters"),
+        "seconds": round(seconds, 3),
+        "items_per_s": round(count / seconds, 1) if seconds > 0 else None,
+    }
