@@ -45,6 +45,11 @@ def pair_logit(score, head: int, q: Tensor, k: Tensor, j: int) -> float:
     raise KeyError(f"no reference for {name}")
 
 
+def _at(tensor: Tensor, *index: int):
+    """``tensor[index]`` with broadcasting: size-1 axes are read at 0."""
+    return tensor[tuple(min(i, size - 1) for i, size in zip(index, tensor.shape, strict=True))]
+
+
 def reference_attend(query, key, value, score, mask=None, bias=None) -> tuple[Tensor, Tensor]:
     """``(context, weights)`` in float64 for 4-D ``[B, H, T, D]`` inputs; mask/bias 4-D broadcastable."""
     batch, heads, tq, _ = query.shape
@@ -56,30 +61,8 @@ def reference_attend(query, key, value, score, mask=None, bias=None) -> tuple[Te
             for i in range(tq):
                 logits = []
                 for j in range(tk):
-                    allowed = (
-                        True
-                        if mask is None
-                        else bool(
-                            mask[
-                                min(b, mask.shape[0] - 1),
-                                min(h, mask.shape[1] - 1),
-                                min(i, mask.shape[2] - 1),
-                                min(j, mask.shape[3] - 1),
-                            ]
-                        )
-                    )
-                    extra = (
-                        0.0
-                        if bias is None
-                        else float(
-                            bias[
-                                min(b, bias.shape[0] - 1),
-                                min(h, bias.shape[1] - 1),
-                                min(i, bias.shape[2] - 1),
-                                min(j, bias.shape[3] - 1),
-                            ]
-                        )
-                    )
+                    allowed = True if mask is None else bool(_at(mask, b, h, i, j))
+                    extra = 0.0 if bias is None else float(_at(bias, b, h, i, j))
                     if allowed and extra != -math.inf:
                         logits.append((j, pair_logit(score, h, query[b, h, i], key[b, h, j], j) + extra))
                 if not logits:
