@@ -18,6 +18,11 @@ ALLOWED = {
     "seq": {"masks", "scores", "core", "attention"},
     "vision": {"masks", "scores", "core", "attention"},
     "train": {"masks", "scores", "core", "attention", "seq", "vision", "data"},
+    "experiments": {"masks", "scores", "core", "attention", "seq", "vision", "data", "train"},
+    # Plots read recorded weights and saved results: they know arrays, not models or training.
+    "viz": set(),
+    "report": {"viz"},
+    "lab": {"masks", "scores", "core", "attention", "seq", "vision", "data", "train", "experiments", "viz", "report"},
 }
 FORBIDDEN_EXTERNAL = {"matplotlib", "tqdm", "safetensors"}  # models never plot, print progress or touch files
 
