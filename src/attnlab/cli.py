@@ -7,7 +7,9 @@ CMUdict and digit canvases, grows on this entry point.)
 ``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
 [--max-steps N] [--seed S] [--resume | --force]`` trains one (``torchrun --nproc_per_node N -m attnlab.cli train
 ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
-[--limit N] [--by-length]`` scores a trained model (the shipped one by default). Every failure exits non-zero
+[--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab explain WORD...
+[--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word
+and a heatmap of the letters each phoneme attended to. Every failure exits non-zero
 with one line on stderr.
 """
 
@@ -93,6 +95,8 @@ def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[a
             hint = "; continue the run with --resume" if args.command == "train" else ""
             print(f"attnlab {args.command}: interrupted{hint}", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # output piped into a reader that stopped early: main() handles it
+            raise
         except Exception as error:
             print(f"attnlab {args.command}: error: {_one_line(error)}", file=sys.stderr)
             return 1
@@ -149,6 +153,39 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors
+def _explain(args: argparse.Namespace) -> int:
+    from .lab.explain import explain, format_explanation, save_figure
+
+    if args.png and not args.png.lower().endswith(".png"):  # before the work, not after
+        raise ValueError(f"--png: expected a file name ending in .png, received {args.png!r}")
+    items = explain(args.words, args.model, beam=args.beam, site=args.site, head=args.head)
+    color = not args.no_color and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+    print("\n\n".join(format_explanation(item, color=color) for item in items))
+    if args.png:
+        print(f"figure: {save_figure(items, args.png)}")
+    return 0
+
+
+@_reports_errors
+def _inspect(args: argparse.Namespace) -> int:
+    from .lab.inspect import available_models, format_inspection, inspect_model
+
+    if args.list or args.model is None:
+        if not args.list:
+            raise ValueError(f"expected a MODEL name or --list; available: {', '.join(available_models())}")
+        names = available_models()
+        if args.json:
+            print(json.dumps({"models": names}))
+        else:
+            width = max(len(name) for name in names)
+            print("\n".join(f"{name:<{width}}  {description}" for name, description in names.items()))
+        return 0
+    report = inspect_model(args.model, length=args.length, budget=args.budget)
+    print(json.dumps(report.to_json()) if args.json else format_inspection(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="Attention vs self-attention: library and lab.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +222,57 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--by-length", action="store_true", help="add the scores per input length")
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     evaluate.set_defaults(run=_eval)
+
+    explain = sub.add_parser("explain", help="decode words with a G2P model and show which letters each phoneme "
+                             "attended to")  # fmt: skip
+    explain.add_argument("words", nargs="+", metavar="WORD", help="one or more words (letters the model knows)")
+    explain.add_argument("--model", default=None, metavar="PATH",
+                         help="a run directory (its model.safetensors) or a .safetensors file; default: the shipped "
+                         "G2P model")  # fmt: skip
+    explain.add_argument("--png", default=None, metavar="FILE", help="also write the figure to FILE (.png)")
+    explain.add_argument(
+        "--no-color",
+        action="store_true",
+        help="plain text heatmap (also when NO_COLOR is set or the output is not a terminal)",
+    )
+    explain.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (default 1: greedy)")
+    explain.add_argument(
+        "--site",
+        default=None,
+        metavar="NAME",
+        help="attention site to read (default: the last cross-attention; see `attnlab inspect`)",
+    )
+    explain.add_argument("--head", type=int, default=None, metavar="H", help="one head (default: mean over heads)")
+    explain.set_defaults(run=_explain)
+
+    inspecting = sub.add_parser(
+        "inspect",
+        help="list a model's attention sites (self or cross, who reads whom), parameters and attention FLOPs/memory; "
+        "built on the meta device, no weights",
+    )
+    inspecting.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="transformer-base, bert-base, rnnsearch, cross-reader, single-stream-reader or an experiment name "
+        "(see --list)",
+    )
+    inspecting.add_argument("--list", action="store_true", help="list the model names instead")
+    inspecting.add_argument("--json", action="store_true", help="print one JSON object")
+    inspecting.add_argument(
+        "--length",
+        type=int,
+        default=128,
+        metavar="N",
+        help="source and target tokens for the FLOPs and memory figures (default 128)",
+    )
+    inspecting.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="an experiment's model size (default quick; built-ins ignore it)",
+    )
+    inspecting.set_defaults(run=_inspect)
     return parser
 
 
