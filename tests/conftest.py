@@ -23,3 +23,13 @@ def build_score(name: str, query_dim: int, key_dim: int, heads: int = 1, dtype=t
 def _seed():
     torch.manual_seed(1234)
     yield
+
+
+@pytest.fixture(scope="session")
+def smoke_tour(tmp_path_factory):
+    """``attnlab tour --budget smoke`` run once per test session: (output directory, results.json content)."""
+    from attnlab.lab.tour import run_tour
+
+    out = tmp_path_factory.mktemp("tour") / "smoke"
+    results = run_tour(out, budget="smoke", progress=False, log=lambda line: None)
+    return out, results

@@ -107,3 +107,96 @@ def reference_module(module, x: Tensor, context: Tensor, mask=None, causal: bool
     ctx, weights = reference_attend(q, k, v, module.score, mask)
     merged = torch.cat([ctx[:, h] for h in range(heads)], dim=-1)  # (B, Tq, H*Dv)
     return linear("output", merged), weights
+
+
+# -- Vectorized oracles -----------------------------------------------------------------------------------------
+# The loops above are the primary oracle but take minutes at T = 97, D = 64. The functions below write the same
+# equations with einsum, in whatever dtype their inputs have (float64 for the oracle; bfloat16/float16 for the
+# "naive low-precision" yardstick of the FlashAttention rule), and stay differentiable so they also give reference
+# gradients. tests/reliability/test_scorecard.py checks them against the loops above.
+
+
+def reference_logits(score, q: Tensor, k: Tensor) -> Tensor:
+    """``score(q_i, k_j)`` for ``q [B, H, Tq, Dq]``, ``k [B, H, Tk, Dk]`` -> ``[B, H, Tq, Tk]`` in ``q.dtype``.
+
+    Parameters are read by name (as :func:`pair_logit` does) and cast to the inputs' dtype.
+    """
+    name, dtype = type(score).__name__, q.dtype
+
+    def param(tensor: Tensor) -> Tensor:
+        return tensor.detach().to(dtype)
+
+    if name in ("Dot", "ScaledDot"):
+        logits = torch.einsum("bhid,bhjd->bhij", q, k)
+        return logits / math.sqrt(k.shape[-1]) if name == "ScaledDot" else logits
+    if name == "General":
+        return torch.einsum("bhid,hde,bhje->bhij", q, param(score.weight), k)
+    if name == "Additive":
+        wq = torch.einsum("bhid,hda->bhia", q, param(score.query_weight))  # (B, H, Tq, A)
+        uk = torch.einsum("bhjd,hda->bhja", k, param(score.key_weight))  # (B, H, Tk, A)
+        hidden = torch.tanh(wq[:, :, :, None, :] + uk[:, :, None, :, :])  # (B, H, Tq, Tk, A)
+        return torch.einsum("bhija,ha->bhij", hidden, param(score.v))
+    if name == "Cosine":
+        beta = param(score.log_strength).exp()  # (H,)
+        eps = max(score.eps, torch.finfo(dtype).tiny)  # an eps the dtype can hold (1e-8 is 0 in float16)
+        qn = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps)
+        kn = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(eps)
+        return beta[None, :, None, None] * torch.einsum("bhid,bhjd->bhij", qn, kn)
+    if name == "Location":
+        logits = torch.einsum("bhid,hdl->bhil", q, param(score.weight)) + param(score.bias)[None]  # (B, H, Tq, L)
+        return logits[..., : k.shape[-2]]
+    raise KeyError(f"no reference for {name}")
+
+
+def reference_softmax(logits: Tensor, allowed: Tensor | None) -> Tensor:
+    """Softmax over the last axis restricted to ``allowed``; rows with nothing allowed are exactly 0."""
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, -math.inf)
+    top = logits.detach().amax(-1, keepdim=True)  # the shift does not change the softmax or its gradient
+    empty = top == -math.inf
+    exps = torch.exp(logits - top.masked_fill(empty, 0.0))  # exp(-inf) = 0 at disallowed entries
+    total = exps.sum(-1, keepdim=True)
+    return exps / total.masked_fill(empty, 1.0)
+
+
+def reference_attend_einsum(q: Tensor, k: Tensor, v: Tensor, score, allowed=None, bias=None) -> tuple[Tensor, Tensor]:
+    """``(context, weights)`` for 4-D ``[B, H, T, D]`` inputs in their own dtype; ``allowed`` bool and ``bias``
+    float broadcastable to ``[B, H, Tq, Tk]`` (``-inf`` in ``bias`` disallows)."""
+    logits = reference_logits(score, q, k)  # (B, H, Tq, Tk)
+    if bias is not None:
+        finite = ~torch.isneginf(bias)
+        logits = logits + bias.to(logits.dtype).masked_fill(~finite, 0.0)
+        allowed = finite if allowed is None else allowed & finite
+    weights = reference_softmax(logits, allowed)
+    context = torch.einsum("bhij,bhjd->bhid", weights, v)  # (B, H, Tq, Dv)
+    return context, weights
+
+
+def reference_module_einsum(module, x: Tensor, context: Tensor, allowed=None, *, self_attention: bool = False):
+    """Output ``[B, Tq, out_dim]`` and weights ``[B, H, Tq, Tk]`` of a CrossAttention/SelfAttention, in ``x.dtype``.
+
+    ``allowed`` is a bool ``[B|1, H|1, Tq, Tk]``. As documented in attnlab.core, positions that no query may read
+    are zeroed before anything reads them (in self-attention also as queries).
+    """
+    dtype = x.dtype
+    if allowed is not None:
+        readable = allowed.any(dim=2).any(dim=1)  # (B|1, Tk): some query of some head may read it
+        context = torch.where(readable[..., None], context, torch.zeros((), dtype=dtype))
+        if self_attention:
+            x = context
+
+    def linear(which: str, t: Tensor) -> Tensor:
+        projection = module.projection(which)
+        if projection is None:
+            return t
+        weight, bias = projection
+        out = torch.einsum("btd,od->bto", t, weight.detach().to(dtype))
+        return out if bias is None else out + bias.detach().to(dtype)
+
+    heads = module.heads
+    q = split_heads(linear("query", x), heads)  # (B, H, Tq, D)
+    k = split_heads(linear("key", context), heads)  # (B, H, Tk, D)
+    v = split_heads(linear("value", context), heads)  # (B, H, Tk, Dv)
+    ctx, weights = reference_attend_einsum(q, k, v, module.score, allowed)
+    merged = torch.cat([ctx[:, h] for h in range(heads)], dim=-1)  # (B, Tq, H*Dv)
+    return linear("output", merged), weights

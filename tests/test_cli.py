@@ -1,21 +1,33 @@
-"""The command line: ``attnlab tour`` runs offline and reports what it claims."""
+"""The command line: bad usage exits non-zero (the tour itself is tested in tests/lab/test_tour.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
-from attnlab.cli import main
-
-
-def test_tour_runs_and_reports_equivalence(capsys):
-    assert main(["tour"]) == 0
-    out = capsys.readouterr().out
-    assert "SelfAttention(x) == CrossAttention(x, context=x): True" in out
-    for name in ("dot", "scaled_dot", "general", "additive", "cosine", "location"):
-        assert f"   {name} " in out
+import pytest
 
 
 def test_console_script_exits_nonzero_on_bad_usage():
     result = subprocess.run([sys.executable, "-m", "attnlab.cli", "no-such-command"], capture_output=True, text=True)
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def test_bench_reports_a_failing_benchmark_in_one_line(monkeypatch, capsys):
+    from attnlab import cli
+
+    monkeypatch.setitem(cli.BENCH_SUITES, "self", ["benchmarks.no_such_benchmark"])
+    assert cli.main(["bench", "--suite", "self", "--rounds", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "attnlab bench: error: the self benchmark exited with status 1"
+
+
+def test_bench_runs_a_benchmark_and_prints_its_table(monkeypatch, capfd):
+    from attnlab import cli
+
+    if importlib.util.find_spec("timm") is None:  # the vision peer comes from the bench extra
+        pytest.skip("timm is not installed (pip install -e '.[bench]')")
+    assert cli.main(["bench", "--suite", "vision", "--sizes", "8", "--rounds", "1"]) == 0
+    out = capfd.readouterr().out
+    assert "## vision" in out and "timm" in out and "|" in out

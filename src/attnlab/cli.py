@@ -1,8 +1,9 @@
 """The ``attnlab`` command.
 
-``attnlab tour`` answers "is attention different from self-attention?" with a short, measured demonstration on
-the library itself: one mechanism, called two ways, with every score function. (The full lab, with training on
-CMUdict and digit canvases, grows on this entry point.)
+``attnlab tour [--budget smoke|quick|full] [--out DIR] [--claims N...]`` answers "is attention different from
+self-attention?": it trains and measures the experiments behind the 13 claims of the field, judges each from its
+numbers and writes ``DIR/report.html`` (see :mod:`attnlab.lab.tour`). ``attnlab inspect MODEL`` lists a model's
+attention sites without allocating it.
 
 ``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
 [--max-steps N] [--seed S] [--resume | --force]`` trains one (``torchrun --nproc_per_node N -m attnlab.cli train
@@ -21,58 +22,23 @@ import json
 import os
 import sys
 from collections.abc import Callable
-
-import torch
-
-from . import CrossAttention, SelfAttention, available_scores, masks
-from .scores import score_class
-
-SCORE_OPTIONS = {"location": {"max_len": 64}}
-SCORES = ["dot", "scaled_dot", "general", "additive", "cosine", "location"]
+from pathlib import Path
 
 
-@torch.no_grad()
 def _tour(args: argparse.Namespace) -> int:
-    torch.manual_seed(args.seed)
-    dim, heads = 32, 4
-    text = torch.randn(2, 7, dim)  # a decoder's states: 7 tokens
-    image = torch.randn(2, 49, 48)  # another component's activations: 7x7 CNN features, 48 channels
-    lengths = torch.tensor([7, 5])
+    from .lab.tour import REPORT_FILE, run_tour
 
-    print("attnlab tour: attention and self-attention are one mechanism, context = E_p[V].\n")
-    print(f"Registered scores: {', '.join(available_scores())}\n")
-    print("1. The same module, called two ways (shared parameters):")
-    self_attn = SelfAttention(dim, heads)
-    cross = CrossAttention(dim, heads=heads)
-    cross.load_state_dict(self_attn.state_dict())
-    same = torch.equal(self_attn(text).context, cross(text, context=text).context)
-    print(f"   SelfAttention(x) == CrossAttention(x, context=x): {same}\n")
-
-    print("2. Every score as attention (text reads image features) and as self-attention (text reads itself):")
-    header = f"   {'score':<11} {'cross path':<10} {'self path':<9} {'min row sum':>11} {'max masked weight':>17}"
-    print(header)
-    padding = masks.padding(lengths, 7)
-    for name in SCORES:
-        options = SCORE_OPTIONS.get(name)
-        reader = CrossAttention(dim, 48, heads, name, score_options=options)
-        encoder = SelfAttention(dim, heads, name, causal=True, score_options=options)
-        at = reader(text, context=image, return_weights=True)
-        sa = encoder(text, mask=padding, return_weights=True)
-        sums = torch.cat([at.weights.sum(-1).flatten(), sa.weights.sum(-1)[0].flatten()])  # every row of both
-        masked = sa.weights[1][..., 5:].abs().max()  # item 1 has 5 tokens: keys 5, 6 are padding
-        print(
-            f"   {name:<11} {reader(text, context=image).path:<10} {encoder(text, mask=padding).path:<9} "
-            f"{float(sums.min()):>11.6f} {float(masked):>17.1f}"
-        )
-    print(
-        "\n   Attention weights are a distribution (sum 1); masked keys get exactly 0. Dot-family scores run "
-        "through\n   PyTorch's fused SDPA kernel; additive and location build explicit [B, H, Tq, Tk] logits.\n"
-    )
-    print("3. Where each score comes from:")
-    for name in SCORES:
-        doc = (score_class(name).__doc__ or "").strip().splitlines()[0]
-        print(f"   {name:<11} {doc}")
-    return 0
+    print(f"attnlab tour ({args.budget} budget): is attention different from self-attention? Each claim measured.")
+    results = run_tour(args.out, budget=args.budget, claims=args.claims, seed=args.seed,
+                       progress=None if args.progress else False)  # fmt: skip
+    tally: dict[str, int] = {}
+    for entry in results["claims"]:
+        status = entry["verdict"]["status"] if "verdict" in entry else "failed"
+        tally[status] = tally.get(status, 0) + 1
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
+    print(f"attnlab tour: {len(results['claims'])} claims ({summary}) in {results['seconds']:.0f} s; "
+          f"report: {Path(args.out) / REPORT_FILE}")
+    return 1 if "failed" in tally else 0
 
 
 def _one_line(error: BaseException) -> str:
@@ -92,7 +58,8 @@ def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[a
         try:
             return handler(args)
         except KeyboardInterrupt:
-            hint = "; continue the run with --resume" if args.command == "train" else ""
+            hints = {"train": "; continue the run with --resume", "tour": "; run the same command again to continue"}
+            hint = hints.get(args.command, "")
             print(f"attnlab {args.command}: interrupted{hint}", file=sys.stderr)
             return 130
         except BrokenPipeError:  # output piped into a reader that stopped early: main() handles it
@@ -186,12 +153,63 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_SUITES = {
+    "self": ["benchmarks.bench_attention", "--suite", "self"],
+    "additive": ["benchmarks.bench_attention", "--suite", "additive"],
+    "vision": ["benchmarks.bench_vision"],
+}
+
+
+@_reports_errors
+def _bench(args: argparse.Namespace) -> int:
+    """Run the side-by-side benchmarks (benchmarks/ in the source checkout) and let them print their tables."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "bench_attention.py").is_file():
+        raise FileNotFoundError(
+            f"attnlab bench runs the scripts in benchmarks/ of a source checkout; none next to {root} "
+            "(clone the repository and install it with pip install -e '.[bench]')"
+        )
+    suites = list(BENCH_SUITES) if args.suite == "all" else [args.suite]
+    for suite in suites:
+        command = [sys.executable, "-m", *BENCH_SUITES[suite], "--rounds", str(args.rounds)]
+        if suite == "vision" and args.sizes:
+            command += ["--sizes", *map(str, args.sizes)]
+        print(f"## {suite}: {' '.join(command[1:])}", flush=True)
+        done = subprocess.run(command, cwd=root, check=False)
+        if done.returncode != 0:
+            raise ChildProcessError(f"the {suite} benchmark exited with status {done.returncode}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="Attention vs self-attention: library and lab.")
     sub = parser.add_subparsers(dest="command", required=True)
-    tour = sub.add_parser("tour", help="demonstrate attention vs self-attention with numbers")
+    tour = sub.add_parser(
+        "tour", help="measure every claim about attention vs self-attention; write DIR/report.html",
+        description="Train and measure the experiments behind the 13 claims, judge each from its numbers, and "
+        "write DIR/report.html, DIR/results.json and DIR/figures/. Rerunning on the same DIR skips finished work.",
+    )  # fmt: skip
+    tour.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick",
+                      help="smoke: about 2 min, quick: under 15 min on 2 cores (default), full: hours")
+    tour.add_argument("--out", default="attnlab-tour", metavar="DIR", help="output directory (default ./attnlab-tour)")
+    tour.add_argument("--claims", type=int, nargs="+", default=None, metavar="N", help="only these claims (1-13)")
     tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    tour.set_defaults(run=_tour)
+    tour.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    tour.set_defaults(run=_reports_errors(_tour))
+
+    bench = sub.add_parser(
+        "bench", help="time attnlab against its peers (raw SDPA, nn.MultiheadAttention, Keras, timm) side by side",
+        description="Runs benchmarks/ from the source checkout and prints one markdown table per case: median time "
+        "and peak extra memory, as ratios to the baseline. Peers come from the bench extra: pip install -e '.[bench]'. "
+        "Run it on a quiet machine: other processes distort the timings.",
+    )  # fmt: skip
+    bench.add_argument("--suite", choices=("self", "additive", "vision", "all"), default="all", help="default all")
+    bench.add_argument("--rounds", type=int, default=15, metavar="N", help="timed rounds per case (default 15)")
+    bench.add_argument("--sizes", type=int, nargs="+", default=None, metavar="S",
+                       help="vision suite: image sizes (default 32 64 96 128)")
+    bench.set_defaults(run=_bench)
 
     listing = sub.add_parser("list", help="list the experiments `attnlab train` runs")
     listing.set_defaults(run=_list)

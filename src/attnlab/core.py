@@ -44,6 +44,7 @@ from torch import Tensor
 
 from . import masks
 from .scores import Score, score_class
+from .scores.base import broadcast_sizes
 
 __all__ = ["Attended", "attend", "attend_prepared", "choose_path", "masked_softmax", "resolve_score"]
 
@@ -125,8 +126,9 @@ def attend(
     bias = _as_4d(bias, "bias", batch, heads, tq, tk, query.device)
     if one_head:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)  # (B, 1, T, D)
-    if mask is not None:
-        unreadable = ~mask.any(-2).unsqueeze(-1)  # (B|1, H|1, Tk, 1): no query may read these keys
+    if mask is not None or bias is not None:
+        allowed = mask if bias is None else ~torch.isneginf(bias) if mask is None else mask & ~torch.isneginf(bias)
+        unreadable = ~allowed.any(-2).unsqueeze(-1)  # (B|1, H|1, Tk, 1): no query may read these keys
         key, value = key.masked_fill(unreadable, 0.0), value.masked_fill(unreadable, 0.0)
     result = attend_prepared(
         score.prepare_query(query),
@@ -169,7 +171,7 @@ def attend_prepared(
         if tq != tk and tq > 1:
             mask = masks.causal(tq, tk, device=query.device)
         causal = tq == tk and tq > 1
-    batch, heads = torch.broadcast_shapes(query.shape[:2], key.shape[:2], value.shape[:2])
+    batch, heads = broadcast_sizes(query.shape[:2], key.shape[:2], value.shape[:2])
     if tq == 0 or tk == 0:
         context = value.new_zeros(batch, heads, tq, value.shape[-1])
         weights = query.new_zeros(batch, heads, tq, tk) if return_weights else None

@@ -13,6 +13,8 @@ maximum. Every generator is a pure function of ``(seed, split)`` and its argumen
 * :func:`cluttered`: one digit anywhere on a square canvas among 3x3 / 4x4 crops of other digits; 10 classes.
 * :func:`relational`: two digits in the outer quarters of a wide canvas; are they the same class, or their sum.
 * :func:`digit_strings`: 3-5 digits left to right with random gaps, for an image-to-text reader.
+* :func:`pointer`: two digits at the far ends of a wide canvas and an arrow in the middle; the label is the class
+  of the digit the arrow points at (a long-range question that a bag of local features cannot answer).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ TEST_FRACTION = 0.2
 DIGIT = 8  # side of a digit image, pixels
 MAX_GAP = 4  # widest gap between neighbouring digits in digit_strings, pixels
 QUESTIONS = ("same", "sum")
+POINTER_MIN_WIDTH = 80  # pointer(): keeps the arrow more than 22 columns from either digit
+# pointer(): the arrow, 5 rows x 3 columns, pointing left (mirrored for right)
+ARROW = np.array([[0, 0, 1], [0, 1, 1], [1, 1, 1], [0, 1, 1], [0, 0, 1]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -211,3 +216,47 @@ def digit_strings(
         labels.append([int(painter.labels[i]) for i in used])
         sources.append(tuple(used))
     return Canvases(_as_images(canvases), labels, sources)
+
+
+def pointer(n: int, split: str, height: int = 16, width: int = 80, clutter: int = 2, seed: int = 0) -> Canvases:
+    """Two digits, one within the leftmost and one within the rightmost 16 columns (horizontal jitter 0..8,
+    vertical jitter anywhere), an arrow (:data:`ARROW`, 5x3, pointing left or right) in the middle columns at a
+    random row, and ``clutter`` 3x3 crops of other images anywhere. The label is the class of the digit the arrow
+    points at (10 classes); exactly ``ceil(n/2)`` arrows point left, in random order. ``sources`` lists the pointed
+    digit first, then the other digit, then the clutter.
+
+    Why: the ``same`` question of :func:`relational` is long-range but learns slowly from a one-bit label; here the
+    label names a digit (rich supervision) and the question is still relational, *which* digit depends on a symbol
+    far from both. A CNN whose head is linear on globally averaged local features (the average of a per-position
+    head) scores ``a(arrow) + g(left digit) + h(right digit)``; a sum cannot select one digit by the arrow's
+    direction, so it tops out near 55% (one side always: 50%, plus the 10% of canvases whose digits agree, half of
+    which it would miss otherwise). Geometry: the digits cover columns <= 15 and >= ``width - 16``; the arrow
+    covers columns ``width // 2 - 2 .. width // 2 + 1``; at ``width >= 80`` more than 22 columns separate the arrow
+    from either digit, so a unit that sees 25 pixels (a four-stage ResNet-style CNN's last stage) sees at most two
+    columns of a digit together with the arrow.
+    """
+    n = check_int("n", n, 0)
+    height = check_int("height", height, DIGIT)
+    width = check_int("width", width, POINTER_MIN_WIDTH)
+    clutter = check_int("clutter", clutter, 0)
+    painter = _Painter(split, seed)
+    rng = painter.rng
+    points_left = rng.permutation(np.arange(n) < (n + 1) // 2)
+    arrow_height = ARROW.shape[0]
+    canvases = np.zeros((n, height, width), dtype=np.float32)
+    labels, sources = [], []
+    for canvas, left_pointed in zip(canvases, points_left, strict=True):
+        left = painter.pick()
+        right = painter.pick(exclude=(left,))
+        used = painter.clutter(canvas, clutter, (3,), exclude=(left, right))
+        painter.digit(canvas, left, int(rng.integers(0, height - DIGIT + 1)), int(rng.integers(0, DIGIT + 1)))
+        x_right = int(rng.integers(width - 2 * DIGIT, width - DIGIT + 1))
+        painter.digit(canvas, right, int(rng.integers(0, height - DIGIT + 1)), x_right)
+        arrow = ARROW if left_pointed else ARROW[:, ::-1]
+        y = int(rng.integers(0, height - arrow_height + 1))
+        x = width // 2 - 2 + int(rng.integers(0, 2))  # columns width//2 - 2 .. width//2 + 1
+        painter.paste(canvas, np.ascontiguousarray(arrow), y, x)
+        pointed, other = (left, right) if left_pointed else (right, left)
+        labels.append(int(painter.labels[pointed]))
+        sources.append((pointed, other, *used))
+    return Canvases(_as_images(canvases), torch.tensor(labels, dtype=torch.long), sources)

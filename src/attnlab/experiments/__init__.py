@@ -11,13 +11,17 @@ g2p-transformer        Transformer encoder-decoder (Vaswani 2017)
 g2p-decoder-only       decoder-only Transformer over [source; SEP; target], prefix mask
 reverse-rnn            sequence reversal up to length 100, GRU without attention (length study)
 reverse-bahdanau       the same with Bahdanau attention
+reader-cross           digit strings from images: GRU decoder with cross-attention over CNN features
+reader-single          the same data through one self-attention stream [image; text] with a prefix mask
+canvas-KIND-MODEL      digit canvases: plain CNN, CNN + each attention block, ViT, placement/gate/kv ablations
 =====================  =======================================================================================
 
 Budgets: ``smoke`` (seconds), ``quick`` (minutes), ``full`` (hours) on a 2-core CPU; see
 :mod:`attnlab.experiments.g2p` and :mod:`attnlab.experiments.synthetic` for the exact plans.
+:mod:`attnlab.experiments.sweep` trains experiments over seeds, resumably, and tabulates them.
 """
 
-from . import g2p, synthetic  # noqa: F401  (registers the experiments)
+from . import g2p, lab, reader, synthetic, vision  # noqa: F401  (registers the experiments)
 from .base import BUDGETS, Budget, Experiment, Task, available_experiments, experiment_table, get_experiment, register
 from .models import MODELS, LoadedModel, build_model, load_model, model_spec, parameter_count
 from .run import SHIPPED_G2P_MODEL, evaluate_model, resolve_model_path, train_experiment

@@ -34,6 +34,9 @@ from attnlab.seq import (
 )
 from attnlab.train.checkpoint import CheckpointError, apply_model_state, load_tensors
 
+from .reader import CrossReaderConfig, CrossReaderModel, SingleStreamConfig, SingleStreamReaderModel
+from .vision import CanvasCNN, CanvasCNNConfig, CanvasViT, CanvasViTConfig
+
 __all__ = ["MODELS", "MODEL_FORMAT", "LoadedModel", "build_model", "load_model", "model_spec", "parameter_count"]
 
 MODEL_FORMAT = "attnlab-model"
@@ -45,6 +48,10 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "Transformer": (Transformer, TransformerConfig),
     "DecoderOnlyTransformer": (DecoderOnlyTransformer, DecoderOnlyConfig),
     "TransformerClassifier": (TransformerClassifier, EncoderConfig),
+    "CrossReaderModel": (CrossReaderModel, CrossReaderConfig),
+    "SingleStreamReaderModel": (SingleStreamReaderModel, SingleStreamConfig),
+    "CanvasCNN": (CanvasCNN, CanvasCNNConfig),
+    "CanvasViT": (CanvasViT, CanvasViTConfig),
 }
 
 

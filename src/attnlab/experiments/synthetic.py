@@ -18,7 +18,7 @@ from .tasks import ReverseTask
 
 _DATA = {
     "smoke": {"train_size": 256, "dev_size": 32, "min_len": 1, "max_len": 8, "test_size": 64},
-    "quick": {"train_size": 20000, "dev_size": 300, "min_len": 1, "max_len": 30, "test_size": 1000},
+    "quick": {"train_size": 10000, "dev_size": 200, "min_len": 1, "max_len": 20, "test_size": 600},
     "full": {"train_size": 100000, "dev_size": 500, "min_len": 1, "max_len": 100, "test_size": 5000},
 }
 _SIZES = {
@@ -28,8 +28,8 @@ _SIZES = {
 }
 _TRAIN = {
     "smoke": TrainConfig(max_steps=20, batch_size=32, lr=3e-3, warmup_steps=2, eval_every=10, checkpoint_every=5),
-    "quick": TrainConfig(max_steps=1500, batch_size=64, lr=3e-3, warmup_steps=100, min_lr_ratio=0.05,
-                         eval_every=500, checkpoint_every=250),
+    "quick": TrainConfig(max_steps=600, batch_size=64, lr=3e-3, warmup_steps=60, min_lr_ratio=0.05,
+                         clip_norm=1.0, eval_every=100, checkpoint_every=200),
     "full": TrainConfig(max_steps=15000, batch_size=64, lr=2e-3, warmup_steps=500, min_lr_ratio=0.05,
                         eval_every=1000, checkpoint_every=1000, patience=5, bf16=True),
 }  # fmt: skip

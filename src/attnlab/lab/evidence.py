@@ -28,7 +28,9 @@ class Table:
     def __post_init__(self) -> None:
         for row in self.rows:
             if len(row) != len(self.columns):
-                raise ValueError(f"Table {self.caption!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}")
+                raise ValueError(
+                    f"Table {self.caption!r}: row {row!r} has {len(row)} cells, expected {len(self.columns)}"
+                )
 
 
 @dataclass(frozen=True)

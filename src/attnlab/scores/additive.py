@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Score, per_head_linear, register_score
+from .base import Score, broadcast_sizes, per_head_linear, register_score
 
 #: Upper bound on one chunk's ``[.., chunk, Tk, A]`` work slab, in bytes.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
@@ -105,7 +105,7 @@ def additive_logits(query: Tensor, key: Tensor, v: Tensor, chunk_bytes: int = DE
             f"additive_logits expects query [B, H, Tq, A] and key [B, H, Tk, A]; "
             f"received {tuple(query.shape)} and {tuple(key.shape)}"
         )
-    batch, heads = torch.broadcast_shapes(query.shape[:2], key.shape[:2])
+    batch, heads = broadcast_sizes(query.shape[:2], key.shape[:2])
     query = query.expand(batch, heads, *query.shape[2:]).contiguous()
     key = key.expand(batch, heads, *key.shape[2:]).contiguous()
     if v.shape != (heads, query.shape[-1]) and v.shape != (1, query.shape[-1]):

@@ -26,7 +26,15 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DotProductScore", "Score", "available_scores", "get_score", "per_head_linear", "register_score"]
+__all__ = [
+    "DotProductScore",
+    "Score",
+    "available_scores",
+    "broadcast_sizes",
+    "get_score",
+    "per_head_linear",
+    "register_score",
+]
 
 
 def per_head_linear(x: Tensor, weight: Tensor) -> Tensor:
@@ -39,6 +47,18 @@ def per_head_linear(x: Tensor, weight: Tensor) -> Tensor:
     if heads == 1:
         return x @ weight[0]  # (B, 1, T, D) @ (D, E): folded into one (B*T, D) @ (D, E) product
     return torch.einsum("bhtd,hde->bhte", x.expand(-1, heads, -1, -1), weight)  # (B, H, T, E)
+
+
+def broadcast_sizes(*shapes: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+    """The broadcast of equally long shapes, like ``torch.broadcast_shapes`` but without its first-call cost
+    (that one imports ``torch._refs`` and sympy: seconds, on the first attention call of every process)."""
+    out = []
+    for sizes in zip(*shapes, strict=True):
+        wide = {size for size in sizes if size != 1}
+        if len(wide) > 1:
+            raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast: sizes {sorted(wide)} on one axis")
+        out.append(wide.pop() if wide else 1)
+    return tuple(out)
 
 
 class Score(nn.Module, abc.ABC):

@@ -54,8 +54,15 @@ class Cosine(DotProductScore):
     def prepare_query(self, query: Tensor) -> Tensor:
         self._check_features(query, self.query_dim, "query")
         beta = self.strength.to(query.dtype)[:, None, None]  # (H, 1, 1)
-        return F.normalize(query, dim=-1, eps=self.eps) * beta  # (B, H, Tq, D)
+        return self._unit(query) * beta  # (B, H, Tq, D)
 
     def prepare_key(self, key: Tensor) -> Tensor:
         self._check_features(key, self.key_dim, "key")
-        return F.normalize(key, dim=-1, eps=self.eps)  # (B, H, Tk, D)
+        return self._unit(key)  # (B, H, Tk, D)
+
+    def _unit(self, x: Tensor) -> Tensor:
+        """``x / max(|x|, eps)``, in float32 for half inputs: ``eps = 1e-8`` is 0 in float16, and a zero vector
+        (padding, which the core zeroes) would then give 0/0 = NaN."""
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return F.normalize(x.float(), dim=-1, eps=self.eps).to(x.dtype)
+        return F.normalize(x, dim=-1, eps=self.eps)

@@ -259,11 +259,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
 class TrainData:
     """The training set as the trainer sees it: ``examples`` (indexable), their ``lengths`` in tokens (for
     bucketing and token budgets), and ``collate(list of examples) -> batch`` (a batch with ``.to(device)``,
-    e.g. :class:`attnlab.data.Seq2SeqBatch`)."""
+    e.g. :class:`attnlab.data.Seq2SeqBatch`). ``loss_fn(model, batch, *, label_smoothing)`` turns such a batch
+    into a :class:`~attnlab.seq.TokenLoss` when the model is not called as ``model(batch)`` (None:
+    :func:`seq2seq_loss`); the Trainer's own ``loss_fn`` argument overrides it."""
 
     examples: Sequence[Any]
     lengths: Sequence[int]
     collate: Callable[[list[Any]], Any]
+    loss_fn: Callable[..., TokenLoss] | None = None
 
     def __post_init__(self) -> None:
         if len(self.examples) == 0:
@@ -274,6 +277,8 @@ class TrainData:
             )
         if not callable(self.collate):
             raise TypeError(f"collate: expected a callable, received {type(self.collate).__name__}")
+        if self.loss_fn is not None and not callable(self.loss_fn):
+            raise TypeError(f"loss_fn: expected a callable or None, received {type(self.loss_fn).__name__}")
 
 
 def make_batches(lengths: Sequence[int] | np.ndarray, config: TrainConfig, epoch: int) -> list[list[int]]:
@@ -386,7 +391,7 @@ class Trainer:
         config: the :class:`TrainConfig`.
         data: the :class:`TrainData`.
         run_dir: an existing run directory (see :func:`~attnlab.train.rundir.prepare_run_dir`).
-        loss_fn: defaults to :func:`seq2seq_loss` with ``config.label_smoothing``.
+        loss_fn: defaults to ``data.loss_fn`` (or :func:`seq2seq_loss`) with ``config.label_smoothing``.
         validation: dev evaluation for early stopping and ``best.safetensors``; None: neither.
         metadata: plain JSON stored in the weight files (e.g. the model config, so the model can be rebuilt).
         dist: the data-parallel context (:func:`~attnlab.train.distributed.init_from_env`); one process by default.
@@ -421,7 +426,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise FileNotFoundError(f"run_dir: {self.run_dir} does not exist; create it with prepare_run_dir()")
-        self.loss_fn = loss_fn or functools.partial(seq2seq_loss, label_smoothing=config.label_smoothing)
+        default = data.loss_fn or seq2seq_loss
+        self.loss_fn = loss_fn or functools.partial(default, label_smoothing=config.label_smoothing)
         self.validation = validation
         self.metadata = dict(metadata or {})
         try:

@@ -1,0 +1,249 @@
+"""``attnlab tour``: every claim of the field stated, measured on real data, drawn, and judged from the numbers.
+
+A tour writes into one directory::
+
+    DIR/results.json           every claim's ClaimResult (see attnlab.lab.evidence), rewritten after each claim
+    DIR/report.html            the self-contained report rendered from results.json
+    DIR/figures/*.png          the figures
+    DIR/claims/claim-N.json    one finished claim (a rerun skips it)
+    DIR/runs/BUDGET/NAME/      each trained experiment (a rerun reuses it; an interrupted one resumes)
+
+Claims share trained models: the length study, the multi-head and projection comparisons and the speed race all
+read the same handful of reversal runs, trained once. Ctrl-C leaves every finished claim and every checkpoint in
+place; running the same command again continues.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import attnlab
+from attnlab.experiments import (
+    BUDGETS,
+    G2PTask,
+    LoadedModel,
+    ReverseTask,
+    evaluate_model,
+    get_experiment,
+    load_model,
+    train_experiment,
+)
+from attnlab.train.checkpoint import atomic_write_bytes
+from attnlab.train.trainer import MODEL_FILE
+
+from .evidence import ClaimResult, Figure, Table, Verdict
+
+__all__ = ["CLAIMS", "Claim", "Tour", "claim", "run_tour"]
+
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class Tour:
+    """What a claim may use: a place for figures, and trained experiments (trained once, then reused)."""
+
+    out: Path
+    budget: str = "quick"
+    seed: int = 0
+    progress: bool = True
+    log: Callable[[str], None] = print
+    trained: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> Path:
+        return self.out / "runs" / self.budget
+
+    def figure(self, name: str) -> tuple[Path, str]:
+        """The path to write figure ``name`` (a PNG) and the name the report refers to it by."""
+        relative = f"figures/{name}.png"
+        path = self.out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, relative
+
+    def run(self, experiment: str, budget: str | None = None) -> Path:
+        """The run directory of ``experiment`` at this tour's budget (or ``budget``), training it first if needed:
+        a finished run is reused, an interrupted one resumed."""
+        budget = budget or self.budget
+        run = self.out / "runs" / budget / experiment
+        if not (run / MODEL_FILE).is_file():
+            resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
+            self.log(f"  training {experiment} ({budget} budget){' (resuming)' if resume else ''}")
+            train_experiment(
+                experiment,
+                run,
+                budget=budget,
+                seed=None if resume else self.seed,
+                resume=resume,
+                force=not resume and run.exists(),
+                progress=self.progress,
+                verbose=False,
+            )
+            self.trained.append(experiment)
+        return run
+
+    def model(self, experiment: str, budget: str | None = None) -> LoadedModel:
+        return load_model(self.run(experiment, budget) / MODEL_FILE)
+
+    def task(self, experiment: str, budget: str | None = None) -> Any:
+        """The experiment's task at this tour's budget (its data, built once per process by the task itself)."""
+        spec = get_experiment(experiment)
+        return spec.make_task(**spec.budget(budget or self.budget).data)
+
+    def evaluation(self, experiment: str, *, budget: str | None = None, **options: Any) -> dict[str, Any]:
+        """The run's scores on its task's test split (``attnlab eval`` for G2P and reversal, with ``options``
+        such as ``by_length=True``), cached in the run directory per set of options."""
+        run = self.run(experiment, budget)
+        key = "-".join(f"{k}={v}" for k, v in sorted(options.items())) or "default"
+        cache = run / f"tour-eval-{key}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        task = self.task(experiment, budget)
+        if isinstance(task, G2PTask | ReverseTask):
+            scores = evaluate_model(task.name, run, **options)
+        elif options:
+            raise ValueError(f"{experiment}: evaluation options {sorted(options)} apply to G2P and reversal only")
+        else:
+            model = self.model(experiment, budget).model
+            scores = task.evaluate(model, "test") if task.name == "canvas" else task.evaluate(model)
+        atomic_write_bytes(cache, json.dumps(scores).encode())
+        return scores
+
+    def history(self, experiment: str, budget: str | None = None) -> list[dict[str, Any]]:
+        """The run's dev evaluations (step, metric, train_seconds, ...), oldest first."""
+        path = self.run(experiment, budget) / "eval.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    title: str
+    statement: str
+    measure: Callable[[Tour], tuple[Verdict, list[Table], list[Figure], dict[str, Any]]]
+    command: str = ""
+
+
+CLAIMS: dict[int, Claim] = {}
+
+
+def claim(number: int, title: str, statement: str):
+    """Register ``measure(tour) -> (verdict, tables, figures, numbers)`` as claim ``number``."""
+
+    def register(measure: Callable[[Tour], tuple[Verdict, list[Table], list[Figure], dict[str, Any]]]):
+        if number in CLAIMS:
+            raise ValueError(f"claim {number} is registered twice ({CLAIMS[number].title!r}, {title!r})")
+        CLAIMS[number] = Claim(number, title, statement, measure)
+        return measure
+
+    return register
+
+
+def _load_claims() -> None:
+    from . import claims  # noqa: F401  (registers every claim)
+
+
+def _finished(path: Path, budget: str) -> ClaimResult | None:
+    if not path.is_file():
+        return None
+    try:
+        result = ClaimResult.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):  # damaged or from an older layout: measure again
+        return None
+    return result if result.budget == budget else None
+
+
+def _write_outputs(out: Path, budget: str, entries: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    from attnlab.report import render
+
+    results = {
+        "attnlab_version": attnlab.__version__,
+        "budget": budget,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "seconds": round(time.time() - started, 1),
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "claims": entries,
+    }
+    atomic_write_bytes(out / RESULTS_FILE, (json.dumps(results, indent=1) + "\n").encode())
+    render(results, out)
+    return results
+
+
+def run_tour(
+    out: str | Path,
+    *,
+    budget: str = "quick",
+    claims: Iterable[int] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure the claims (all by default) into ``out`` and render the report; returns results.json's content.
+
+    A claim that fails is recorded with its error (the report shows it) and the tour goes on with the next one;
+    KeyboardInterrupt stops the tour, keeping everything finished so far.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget: expected one of {BUDGETS}, received {budget!r}")
+    _load_claims()
+    wanted = sorted(CLAIMS) if claims is None else sorted(set(claims))
+    unknown = [n for n in wanted if n not in CLAIMS]
+    if unknown:
+        raise ValueError(f"claims: unknown claim number(s) {unknown}; the tour has {sorted(CLAIMS)}")
+    out = Path(out).expanduser()
+    (out / "claims").mkdir(parents=True, exist_ok=True)
+    tour = Tour(out, budget=budget, seed=seed, progress=progress, log=log)
+    started = time.time()
+    entries: list[dict[str, Any]] = []
+    for number in wanted:
+        spec = CLAIMS[number]
+        path = out / "claims" / f"claim-{number}.json"
+        done = _finished(path, budget)
+        if done is not None:
+            log(f"claim {number:>2}: {spec.title}: {done.verdict.status} (done before)")
+            entries.append(done.to_json())
+            continue
+        log(f"claim {number:>2}: {spec.title}")
+        began = time.perf_counter()
+        try:
+            verdict, tables, figures, numbers = spec.measure(tour)
+        except KeyboardInterrupt:
+            _write_outputs(out, budget, entries, started)
+            raise
+        except Exception as error:  # recorded, shown in the report; the other claims still run
+            message = f"{type(error).__name__}: {error}"
+            log(f"claim {number:>2}: failed: {message}")
+            entries.append(
+                {"number": number, "title": spec.title, "statement": spec.statement, "error": message, "budget": budget}
+            )
+            continue
+        result = ClaimResult(
+            number,
+            spec.title,
+            spec.statement,
+            verdict,
+            tables,
+            figures,
+            numbers,
+            seconds=round(time.perf_counter() - began, 1),
+            budget=budget,
+            command=f"attnlab tour --budget {budget} --claims {number}",
+        )
+        atomic_write_bytes(path, json.dumps(result.to_json()).encode())
+        entries.append(result.to_json())
+        log(f"claim {number:>2}: {verdict.status}: {verdict.because} ({result.seconds:.0f} s)")
+        _write_outputs(out, budget, entries, started)
+    return _write_outputs(out, budget, entries, started)
