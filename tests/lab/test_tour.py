@@ -33,9 +33,10 @@ def test_every_claim_is_measured_judged_and_reported(smoke_tour):
         for figure in result.figures:
             assert (out / figure.file).read_bytes().startswith(b"\x89PNG"), figure.file
         assert result.budget == "smoke" and result.command.endswith(f"--claims {result.number}")
-    assert json.loads((out / "results.json").read_text()) == results
+    saved = json.loads((out / "results.json").read_text())
+    assert json.dumps(saved, sort_keys=True) == json.dumps(results, sort_keys=True)  # (NaN != NaN as values)
     html = (out / "report.html").read_text()
-    assert [int(n) for n in re.findall(r'<section id="claim-(\d+)"', html)] == list(range(1, 14))
+    assert [int(n) for n in re.findall(r'<section [^>]*id="claim-(\d+)"', html)] == list(range(1, 14))
 
 
 def test_the_structural_claims_hold_with_the_published_counts(smoke_tour):

@@ -322,7 +322,6 @@ RNN = Space(
     },
     constrained=("mask", "tk"),
     valid=lambda mask, tk: not (mask in PAD_MASKS and tk < 2),
-    extra_groups=(("style", "dtype", "mask"),),
     make=lambda v: Case("rnn", f"rnn/{v['style']}", v["dtype"], v["mask"], v["batch"], v["tq"], v["tk"], v["dim"]),
     cost=lambda v: 0.05 + v["batch"] * v["tq"] * v["tk"] / 5e3,
 )
@@ -504,7 +503,8 @@ DRAW_ELEMENTS, MAX_DRAWS = 16384, 64
 
 def draws(dtype: str, numel: int, cap: int = MAX_DRAWS) -> int:
     """Input draws for the half-precision rule: enough that each compared maximum covers ~16384 entries (at most
-    ``cap``; the recurrent models, smooth and slow to run step by step in Python, take 16)."""
+    ``cap``: 64; 256 for attention outputs of fewer than 64 live entries, which are cheap; 16 for the recurrent
+    models, smooth and slow to run step by step in Python)."""
     return 1 if dtype not in LOW_PRECISION else max(1, min(cap, math.ceil(DRAW_ELEMENTS / max(1, numel))))
 
 
@@ -525,10 +525,11 @@ class Pooled:
 
     dtype: str
     degenerate: str | None = None  # why the rule does not apply (see :func:`degenerate_norm`)
+    kinked: str | None = None  # why the gradient rule does not apply (see KINKED)
     errors: dict[str, list] = field(default_factory=dict)  # what -> [module err, naive err, is a gradient, draws]
 
     def add(self, what: str, got: Tensor, want: Tensor, naive: Tensor | None, grad: bool) -> None:
-        if self.degenerate:
+        if self.degenerate or (grad and self.kinked):
             return
         entry = self.errors.setdefault(what, [0.0, 0.0, grad, 0])
         if not torch.isfinite(naive).all():
@@ -540,6 +541,8 @@ class Pooled:
     def check(self, result: Result) -> None:
         if self.degenerate and self.dtype in LOW_PRECISION:
             result.not_applicable.append(f"half-precision rule: {self.degenerate}")
+        if self.kinked and self.dtype in LOW_PRECISION:
+            result.not_applicable.append(f"half-precision gradient rule: {self.kinked}")
         for what, (err, naive_err, grad, used) in self.errors.items():
             if not used:
                 result.not_applicable.append(f"half-precision rule for {what}: the naive math is not finite")
@@ -550,6 +553,16 @@ class Pooled:
                 result.mismatch.append(
                     f"{what}: max |err| {err:.3g} > {factor:g} x naive {self.dtype} error {naive_err:.3g} + {slack:g}"
                 )
+
+
+QUERY_ONLY_KINDS = ("attend-cross", "CrossAttention", "CrossAttention-noproj")  # the query input feeds queries only
+KINKED = {  # blocks whose gradient passes through a kink on the data: a rounding across it reroutes the gradient
+    "cbam": "its channel and spatial max-pooling and ReLU route the gradient through one element: a half-precision "
+    "rounding that flips the maximum sends it elsewhere (measured: up to 100x the naive error, pooled over 16384 "
+    "entries)",
+    "nonlocal-concatenation": "relu(w . [theta_i; phi_j]) on every pixel pair: a half-precision rounding across 0 "
+    "flips that pair's derivative (measured: up to 12x the naive error, pooled over 16384 entries)",
+}
 
 
 def degenerate_norm(case: Case) -> str | None:
@@ -1072,13 +1085,20 @@ def run_attention(case: Case, result: Result) -> None:
                         naive_fn=lambda name=name: naive32(f"weights:{name}"),
                     )
             for name, g in grads.items():
+                got_g, want_g, naive_g = g, want_grads[name], naive_grads.get(name)
+                if case.dtype in LOW_PRECISION and name in setup.queries and setup.kind in QUERY_ONLY_KINDS:
+                    # A row with one readable key has query gradient 0 in exact arithmetic; the fused backward
+                    # computes it as a difference of equal terms (noise), the naive formula as exactly 0.
+                    rows = a_u.sum(-1) >= 2  # (U, Tq)
+                    got_g, want_g = setup.rows(g)[rows], setup.rows(want_g)[rows]
+                    naive_g = None if naive_g is None else setup.rows(naive_g)[rows]
                 agree(
                     result,
                     f"{path} grad {name}",
-                    g,
-                    want_grads[name],
+                    got_g,
+                    want_g,
                     case.dtype,
-                    naive_grads.get(name),
+                    naive_g,
                     grad=True,
                     pool=pool,
                     naive_fn=lambda name=name: naive32(f"grad:{name}"),
@@ -1087,7 +1107,8 @@ def run_attention(case: Case, result: Result) -> None:
                 kept[weights] = (out, sites, grads)
                 base[weights] = (out.detach(), {k: None if w is None else w.detach() for k, w in sites.items()})
         if draw == 0 and not pool.degenerate:
-            count = draws(case.dtype, want.numel())
+            live = want.numel() * float((~empty).float().mean())  # rows with nothing to attend to are exact zeros
+            count = draws(case.dtype, math.ceil(live), cap=MAX_DRAWS if live >= 64 else 4 * MAX_DRAWS)
         draw += 1
     pool.check(result)
 
@@ -1335,7 +1356,7 @@ def run_vision(case: Case, result: Result) -> None:
     fresh = get_block(registry, channels, **options)
     low, twin = rounded(wake(copy.deepcopy(fresh)), dtype)  # training mode: BatchNorm uses batch statistics
     x = randn(gen, case.batch, channels, case.tq, case.tk, dtype=dtype)
-    pool, draw, count = Pooled(case.dtype, degenerate_norm(case)), 0, 1
+    pool, draw, count = Pooled(case.dtype, degenerate_norm(case), KINKED.get(name)), 0, 1
     while draw < count:
         sample = x if draw == 0 else randn(torch.Generator().manual_seed(case.seed + 100 + draw), *x.shape, dtype=dtype)
         leaf = sample.clone().requires_grad_()

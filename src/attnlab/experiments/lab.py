@@ -12,8 +12,8 @@ scores-rnn-SCORE               every score as AT in a GRU decoder (claim 8), sho
 scores-transformer-SCORE       every score as SA in a Transformer's self-attention layers (claim 8)
 =============================  ================================================================================
 
-Sizes: reverse-bahdanau (quick) has 425k parameters (GRU width 128); the Transformer (width 96, 2 + 2 layers, FFN 256) 431k and
-the decoder-only model (width 96, 5 layers, FFN 240) 428k, so the comparisons are at equal size within 2%.
+Sizes: reverse-bahdanau (quick) has 425k parameters (GRU width 128); the Transformer (width 96, 2 + 2 layers,
+FFN 256) 431k and the decoder-only model (width 96, 5 layers, FFN 240) 428k: equal size within 2%.
 """
 
 from __future__ import annotations

@@ -289,19 +289,19 @@ _DATA = {
 }
 _CROSS_SIZES = {
     "smoke": {"dim": 16, "widths": (8, 16)},
-    "quick": {"dim": 64, "widths": (32, 64)},
+    "quick": {"dim": 64, "widths": (32, 64), "dropout": 0.1},
     "full": {"dim": 64, "widths": (32, 64), "dropout": 0.1},
 }
 _SINGLE_SIZES = {
     "smoke": {"dim": 16, "widths": (8, 16), "layers": 1, "heads": 2},
-    "quick": {"dim": 64, "widths": (32, 64), "layers": 2, "heads": 2},
+    "quick": {"dim": 64, "widths": (32, 64), "layers": 2, "heads": 2, "dropout": 0.1},
     "full": {"dim": 64, "widths": (32, 64), "layers": 2, "heads": 2, "dropout": 0.1},
 }
 _TRAIN = {
     "smoke": TrainConfig(max_steps=12, batch_size=16, lr=3e-3, warmup_steps=2, weight_decay=1e-4, eval_every=6,
                          checkpoint_every=6),
-    "quick": TrainConfig(max_steps=400, batch_size=64, lr=2e-3, warmup_steps=50, weight_decay=1e-4,
-                         eval_every=200, checkpoint_every=200),
+    "quick": TrainConfig(max_steps=600, batch_size=64, lr=2e-3, warmup_steps=100, weight_decay=1e-4,
+                         label_smoothing=0.05, eval_every=300, checkpoint_every=300),
     "full": TrainConfig(max_steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, weight_decay=1e-4,
                         label_smoothing=0.05, eval_every=500, checkpoint_every=500),
 }  # fmt: skip

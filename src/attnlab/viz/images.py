@@ -112,8 +112,8 @@ def overlay_maps(
     panel_w, panel_h = width * scale, height * scale + 0.3  # room for the panel's title
     fig_w = columns * panel_w + 0.2
     heading = textwrap.wrap(title, width=max(24, int(fig_w * 15))) if title else []  # ~15 characters per inch
-    head_h = 0.2 * len(heading) + 0.1
-    figure = Figure(figsize=(fig_w, rows * panel_h + head_h), dpi=DPI)
+    head_h = 0.17 * len(heading) + 0.1
+    figure = Figure(figsize=(fig_w, rows * panel_h + head_h), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # the map's cells stretched over the image's pixels
     top = float(maps.max()) or 1.0
@@ -129,7 +129,6 @@ def overlay_maps(
         ax.set_yticks([])
     if heading:
         figure.suptitle("\n".join(heading), fontsize=8)
-    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (head_h / figure.get_figheight() if heading else 0.0)))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from attnlab.viz import figures
@@ -137,5 +136,4 @@ def cnn_blocks(tour: Tour):
         Figure(name, "Test accuracy per model on the long-range pointer task."),
         Figure(map_name, "What the SAGAN block's query pixel (marked) attends to across the canvas."),
     ]
-    numbers["spread_note"] = float(np.nan)  # seed spreads come from the sweep (RESULTS.md), not from one tour run
     return verdict, [table], figures_out, numbers
