@@ -121,10 +121,18 @@ def bridges(tour: Tour):
                 matrix[i, {"encoder": 0, "decoder": 1}.get(queries, 2)] += 1
         rows.append([name, *[int(v) for v in matrix[i]]])
     path, name = tour.figure("claim-2-site-map")
+    short = {
+        "transformer-base": "Transformer",
+        "bert-base": "BERT",
+        "rnnsearch": "RNNsearch",
+        "reverse-decoder-only": "decoder-only",
+        "cross-reader": "img reader AT",
+        "single-stream-reader": "img reader SA",
+    }
     figures.alignment_heatmap(
         matrix,
-        columns,
-        list(inspections),
+        ["SA: encoder", "SA: decoder", "SA: joint", "AT: dec->enc"],
+        [short[name] for name in inspections],
         path,
         annotate=True,
         xlabel="",
