@@ -23,6 +23,7 @@ def __getattr__(name: str):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'attnlab' has no attribute {name!r}")
 
+
 __all__ = [
     "Attended",
     "CrossAttention",

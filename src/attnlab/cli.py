@@ -36,8 +36,10 @@ def _tour(args: argparse.Namespace) -> int:
         status = entry["verdict"]["status"] if "verdict" in entry else "failed"
         tally[status] = tally.get(status, 0) + 1
     summary = ", ".join(f"{count} {status}" for status, count in sorted(tally.items()))
-    print(f"attnlab tour: {len(results['claims'])} claims ({summary}) in {results['seconds']:.0f} s; "
-          f"report: {Path(args.out) / REPORT_FILE}")
+    print(
+        f"attnlab tour: {len(results['claims'])} claims ({summary}) in {results['seconds']:.0f} s; "
+        f"report: {Path(args.out) / REPORT_FILE}"
+    )
     return 1 if "failed" in tally else 0
 
 
@@ -191,8 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and measure the experiments behind the 13 claims, judge each from its numbers, and "
         "write DIR/report.html, DIR/results.json and DIR/figures/. Rerunning on the same DIR skips finished work.",
     )  # fmt: skip
-    tour.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick",
-                      help="smoke: about 2 min, quick: under 15 min on 2 cores (default), full: hours")
+    tour.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke: about 2 min, quick: under 15 min on 2 cores (default), full: hours",
+    )
     tour.add_argument("--out", default="attnlab-tour", metavar="DIR", help="output directory (default ./attnlab-tour)")
     tour.add_argument("--claims", type=int, nargs="+", default=None, metavar="N", help="only these claims (1-13)")
     tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -207,8 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench.add_argument("--suite", choices=("self", "additive", "vision", "all"), default="all", help="default all")
     bench.add_argument("--rounds", type=int, default=15, metavar="N", help="timed rounds per case (default 15)")
-    bench.add_argument("--sizes", type=int, nargs="+", default=None, metavar="S",
-                       help="vision suite: image sizes (default 32 64 96 128)")
+    bench.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="vision suite: image sizes (default 32 64 96 128)",
+    )
     bench.set_defaults(run=_bench)
 
     listing = sub.add_parser("list", help="list the experiments `attnlab train` runs")
@@ -217,22 +229,30 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an experiment into a run directory (see `attnlab list`)")
     train.add_argument("experiment", help="experiment name, e.g. g2p-transformer (see `attnlab list`)")
     train.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty)")
-    train.add_argument("--budget", choices=("smoke", "quick", "full"), default=None,
-                       help="smoke: seconds, quick: minutes, full: hours (default quick; on --resume as started)")
+    train.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "full"),
+        default=None,
+        help="smoke: seconds, quick: minutes, full: hours (default quick; on --resume as started)",
+    )
     train.add_argument("--max-steps", type=int, default=None, metavar="N", help="override the budget's step count")
     train.add_argument("--seed", type=int, default=None, metavar="S", help="override the seed (default 0)")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     mode.add_argument("--force", action="store_true", help="delete the run in DIR and start over")
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="auto: CUDA when available (default)")
+    train.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available (default)"
+    )
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser("eval", help="score a trained model on a task's test (or dev) split")
     evaluate.add_argument("task", choices=("g2p", "reverse"), help="the task the model was trained on")
-    evaluate.add_argument("--model", default=None, metavar="PATH",
-                          help="a run directory (its model.safetensors) or a .safetensors file; default: the shipped "
-                          "G2P model")
+    evaluate.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="a run directory (its model.safetensors) or a .safetensors file; default: the shipped G2P model",
+    )
     evaluate.add_argument("--split", choices=("test", "dev", "train"), default="test", help="default test")
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
     evaluate.add_argument("--beam", type=int, default=1, metavar="K", help="beam size (default 1: greedy)")

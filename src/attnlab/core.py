@@ -24,7 +24,8 @@ Guarantees (tested on every path):
 - a query with nothing to attend to (fully masked row, all-padding item, ``Tk == 0``) gets context 0, weights 0
   and zero gradient, never NaN and never a silent average;
 - keys/values that no query may read are zeroed before they are scored, so changing them, NaN included, changes
-  nothing; NaN anywhere else propagates;
+  nothing; a NaN query or key reaches exactly the rows that read it; a NaN value reaches every row of its batch
+  item and head except where no query may read it (0 x NaN in the weighted sum);
 - for float16/bfloat16 inputs, logits and softmax are computed in float32 (weights are returned in float32).
 
 Two paths, one result (``Attended.path`` and ``.reason`` say which ran and why):
@@ -200,8 +201,9 @@ def _dense(
         if query.dtype in _LOW_PRECISION:
             query, key = query.float(), key.float()
         logits = score.combine(query, key)  # (B, H, Tq, Tk)
-        if bias is not None:
-            logits = logits + bias.to(logits.dtype)
+        if bias is not None:  # a -inf bias masks even a NaN logit, as a False mask entry does
+            bias = bias.to(logits.dtype)
+            logits = torch.where(torch.isneginf(bias), bias, logits + bias)
         # Without mask or bias no row can be empty: a plain softmax (inf/NaN inputs propagate as they should).
         weights = logits.softmax(-1) if mask is None and bias is None else masked_softmax(logits, mask)
     dropped = F.dropout(weights, dropout) if dropout > 0 else weights
@@ -244,24 +246,45 @@ def _fused(
         query, key = F.pad(query, (0, v_dim - qk_dim)), F.pad(key, (0, v_dim - qk_dim))
     elif v_dim < qk_dim:
         value = F.pad(value, (0, qk_dim - v_dim))
+    key, nan_keys = _set_nan_keys_aside(key)
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     context = F.scaled_dot_product_attention(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal, scale=scale
     )  # (B, H, Tq, max(Dqk, Dv))
     if v_dim < qk_dim:  # only then: a slice's backward zero-fills and copies the whole gradient
         context = context[..., :v_dim]  # (B, H, Tq, Dv)
-    context = _propagate_nan_queries(query, context)
+    context = _propagate_nan(query, nan_keys, attn_mask, causal, context)
     return context if empty is None else context.masked_fill(empty, 0.0)
 
 
-def _propagate_nan_queries(query: Tensor, context: Tensor) -> Tensor:
-    """NaN in a query must give NaN, but SDPA's fused CPU kernel reads a NaN row maximum as "fully masked" and
-    returns 0. One pass over the queries finds such rows; the context is only touched when there are some (on
-    CPU the check is free of device syncs, elsewhere the fill is unconditional)."""
+def _set_nan_keys_aside(key: Tensor) -> tuple[Tensor, Tensor]:
+    """A NaN key would reach rows that mask it (SDPA adds the mask to a NaN logit) and be dropped from a row whose
+    only readable key it is (the fused CPU kernel reads a NaN row maximum as "fully masked"). So NaN keys are
+    zeroed before SDPA, and :func:`_propagate_nan` gives NaN to exactly the rows that read one, as the dense
+    path's softmax does. Returns the key and ``nan_keys [B, H, Tk]``."""
+    nan_keys = key.isnan().any(-1)  # (B, H, Tk)
+    if key.device.type != "cpu" or nan_keys.any():
+        key = key.masked_fill(nan_keys.unsqueeze(-1), 0.0)
+    return key, nan_keys
+
+
+def _propagate_nan(query: Tensor, nan_keys: Tensor, attn_mask: Tensor | None, causal: bool, context: Tensor) -> Tensor:
+    """NaN in a query, or in a key its row may read (``nan_keys [B, H, Tk]``), must give NaN, as the softmax does;
+    SDPA's fused CPU kernel instead returns 0 for a NaN query. The context is only touched when there is NaN (on
+    CPU the check is free of device syncs, elsewhere the fill is unconditional). Keys a row may not read are
+    ignored: ``attn_mask`` (bool, or float with ``-inf``) or ``causal`` (``Tq == Tk``) says which it may."""
     nan_rows = query.isnan().any(-1, keepdim=True)  # (B, H, Tq, 1)
-    if query.device.type == "cpu" and not nan_rows.any():
+    if query.device.type == "cpu" and not (nan_rows.any() or nan_keys.any()):
         return context
-    return context.masked_fill(nan_rows, float("nan"))
+    if attn_mask is not None:
+        readable = attn_mask if attn_mask.dtype == torch.bool else ~torch.isneginf(attn_mask)
+        # (B|1, H|1, Tq, Tk) @ (B, H, Tk, 1): NaN keys read per row, without forming a [B, H, Tq, Tk] copy
+        reads_nan = (readable.to(torch.float32) @ nan_keys.to(torch.float32).unsqueeze(-1)) > 0
+    elif causal:  # Tq == Tk: row i reads keys 0..i
+        reads_nan = nan_keys.to(torch.uint8).cummax(-1).values.bool().unsqueeze(-1)
+    else:
+        reads_nan = nan_keys.any(-1, keepdim=True).unsqueeze(-1)  # (B, H, 1, 1)
+    return context.masked_fill(nan_rows | reads_nan, float("nan"))
 
 
 def _and_causal(attn_mask: Tensor, tq: int, tk: int) -> Tensor:

@@ -390,7 +390,6 @@ class Result:
     nan: list[str] = field(default_factory=list)
     mismatch: list[str] = field(default_factory=list)
     not_applicable: list[str] = field(default_factory=list)
-    known: list[str] = field(default_factory=list)  # failures matching a reported library bug (see KNOWN_BUGS)
     notes: list[str] = field(default_factory=list)  # passes worth a line: float32 gradients within the naive rule
 
     def failures(self) -> list[str]:
@@ -424,10 +423,7 @@ class Tally:
                 f"{len(crashes)} crashes ({sum(len(r.not_applicable) for r in results)} checks n/a)"
             )
             out.append(line)
-            known = [f"{r.case}: {m}" for r in results for m in r.known]
             notes = [f"{r.case}: {m}" for r in results for m in r.notes]
-            if known:
-                out.append(f"  known library bugs (KNOWN_BUGS, xfail-tested): {len(known)} checks, e.g. {known[0]}")
             if notes:
                 out.append(
                     f"  float32 values past rtol/atol, within 2x (gradients 3x) the naive float32 error: {len(notes)}, "
@@ -639,23 +635,11 @@ def exact(result: Result, what: str, got: Tensor, want: Tensor) -> None:
         result.mismatch.append(f"{what}: not exactly equal, max |diff| {err:.3g}{note}")
 
 
-def all_nan(result: Result, what: str, rows: Tensor, known: str | None = None) -> None:
-    """NaN propagation: every entry of ``rows`` must be NaN (never turned into a number). A failure that matches
-    a reported library bug (``known``, a key of KNOWN_BUGS) is listed as such instead of as a mismatch."""
+def all_nan(result: Result, what: str, rows: Tensor) -> None:
+    """NaN propagation: every entry of ``rows`` must be NaN (never turned into a number)."""
     result.checks += 1
     if not rows.isnan().all():
-        message = f"{what}: {int((~rows.isnan()).sum())} of {rows.numel()} entries are not NaN"
-        if known is None:
-            result.mismatch.append(message)
-        else:
-            result.known.append(f"[{known}] {message}")
-
-
-KNOWN_BUGS = {
-    "nan-only-key": "the fused (SDPA) path returns 0, not NaN, for a row whose only readable key is NaN (Tk = 1, "
-    "or causal row 0): SDPA's CPU kernel reads the NaN row maximum as 'fully masked'; attnlab restores NaN "
-    "for NaN queries only. Reproduced by test_scorecard.py::test_known_bug_nan_in_the_only_key (xfail).",
-}
+        result.mismatch.append(f"{what}: {int((~rows.isnan()).sum())} of {rows.numel()} entries are not NaN")
 
 
 def half_supported(error: BaseException) -> bool:
@@ -1247,7 +1231,8 @@ def _site_rows(setup: Setup, rows: Tensor, w: Tensor) -> Tensor:
 
 
 def check_nan_propagation(setup: Setup, result: Result, a_u: Tensor, empty: Tensor, gen: torch.Generator) -> None:
-    """NaN in a query, or in a key/value that a row reads, makes that row NaN on every path."""
+    """NaN in a query, or in a key/value that a row reads, makes that row NaN on every path; a NaN key leaves the
+    rows that mask it unchanged."""
     live = ~empty
     if setup.kind in ("SelfAttention", "SelfAttention-noproj"):  # unreadable positions are zeroed, as queries too
         live &= a_u.any(1)[:, setup.offset :]
@@ -1261,17 +1246,23 @@ def check_nan_propagation(setup: Setup, result: Result, a_u: Tensor, empty: Tens
     trials = [("query", setup.queries, row + setup.offset), ("value", setup.values, key)]
     if setup.kind == "attend-cross" and setup.score != "location":  # location logits do not read keys
         trials.append(("key", ("k",), key))
+        with torch.no_grad():
+            base_rows = {w: forward(setup, setup.module, _detached(setup.inputs), w)[0][u] for w in (False, True)}
     for label, names, position in trials:
         poisoned = _detached(setup.inputs)
         for name in names:
             setup.rows(poisoned[name].detach())[u, position] = float("nan")
-        only_key = label != "query" and bool(a_u[u, row].sum() == 1)
         for weights in (False, True):
             with torch.no_grad():
                 out, _ = forward(setup, setup.module, poisoned, weights)
             path = "weights path" if weights else "fused path"
-            known = "nan-only-key" if only_key and not weights else None
-            all_nan(result, f"{path} row reading a NaN {label}", out[u, row], known)
+            all_nan(result, f"{path} row reading a NaN {label}", out[u, row])
+            if label == "key":  # a NaN key reaches exactly the rows that may read it
+                masking = ~a_u[u, :, key]  # (Tq,): rows of this item that mask the poisoned key
+                same = torch.equal(out[u][masking], base_rows[weights][masking])
+                result.checks += 1
+                if not same:
+                    result.mismatch.append(f"{path} rows that mask a NaN key (another row reads it) changed")
 
 
 def check_identities(setup: Setup, result: Result, a_u: Tensor, empty: Tensor) -> None:

@@ -173,7 +173,7 @@ def test_checks_notice_a_softmax_that_gives_nan_for_empty_rows(monkeypatch):
 
 
 def test_checks_notice_a_nan_query_turned_into_zero(monkeypatch):
-    monkeypatch.setattr(attnlab.core, "_propagate_nan_queries", lambda query, context: context)
+    monkeypatch.setattr(attnlab.core, "_propagate_nan", lambda query, nan_keys, attn_mask, causal, context: context)
     result = _run_unrecorded(_case("attend-cross/scaled_dot/h1", "float32", "none"))
     assert any("NaN query" in m for m in result.mismatch), result.failures()
 
@@ -199,7 +199,7 @@ def test_checks_notice_imprecise_weights_in_half_precision(monkeypatch):
     assert any("weights path" in m and "naive bfloat16" in m for m in result.mismatch), result.failures()
 
 
-# -- library bugs: fixed (regressions) and known (strict xfail: fixing one turns it into a failure to clean up) ------
+# -- library bugs the scorecard found, fixed: regression tests ---------------------------------------------------
 def test_nan_in_keys_that_a_neg_inf_bias_hides_from_every_query_does_not_leak():
     q = torch.randn(1, 2, 4, requires_grad=True)
     k, v = torch.randn(1, 3, 4), torch.randn(1, 3, 4)
@@ -225,9 +225,34 @@ def test_cosine_score_in_float16_survives_zero_padding(weights):
     assert torch.isfinite(out).all() and torch.isfinite(grad).all()
 
 
-@pytest.mark.xfail(strict=True, reason=sc.KNOWN_BUGS["nan-only-key"])
-def test_known_bug_nan_in_the_only_key():
-    q, k, v = torch.randn(1, 3, 4), torch.randn(1, 1, 4), torch.randn(1, 1, 4)
-    k[0, 0] = float("nan")
-    assert attnlab.attend(q, k, v, "dot", return_weights=True).context.isnan().all()  # the dense path: NaN
-    assert attnlab.attend(q, k, v, "dot").context.isnan().all()  # the fused path returns 0
+@pytest.mark.parametrize("call", [{}, {"causal": True}, {"mask": "rows"}, {"bias": "rows"}])
+def test_a_nan_key_reaches_exactly_the_rows_that_read_it_on_both_paths(call):
+    # Was a bug of the fused path: SDPA's CPU kernel returned 0 for a row whose only readable key is NaN, and a
+    # masked NaN key reached rows that mask it.
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 5, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    allowed = (masks.causal(5) if call.get("causal") else torch.rand(2, 5, 5) > 0.5).expand(2, 5, 5).clone()
+    allowed[..., 0] = True  # every row reads something; row 0 reads only key 0 under the causal mask
+    if "mask" in call:
+        call = {"mask": allowed}
+    elif "bias" in call:
+        call = {"bias": torch.randn(2, 5, 5).masked_fill(~allowed, -math.inf)}
+    elif not call:
+        allowed = torch.ones(2, 5, 5, dtype=torch.bool)
+    poisoned = k.clone()
+    poisoned[0, 0] = float("nan")
+    for weights in (False, True):
+        base = attnlab.attend(q, k, v, "dot", return_weights=weights, **call).context
+        out = attnlab.attend(q, poisoned, v, "dot", return_weights=weights, **call).context
+        reads = allowed[0, :, 0]  # (Tq,): rows of item 0 that read key 0
+        assert out[0, reads].isnan().all()
+        assert torch.equal(out[0, ~reads], base[0, ~reads]) and torch.equal(out[1], base[1])
+
+
+def test_checks_notice_a_masked_nan_key_reaching_rows_that_mask_it(monkeypatch):
+    monkeypatch.setattr(attnlab.core, "_set_nan_keys_aside", lambda key: (key, key.isnan().any(-1)))
+    noticed = []
+    for seed in range(6):  # the poisoned key is drawn per case: some draw one that every row reads
+        result = _run_unrecorded(_case("attend-cross/dot/h3", "float32", "random", (3, 7, 9, 8 + seed)))
+        noticed += [m for m in result.mismatch if "rows that mask a NaN key" in m]
+    assert noticed

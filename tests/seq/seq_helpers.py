@@ -67,29 +67,57 @@ def pad_batch(batch: Batch, extra_src: int, extra_tgt: int) -> Batch:
 
 
 def rnn(attention="bahdanau", score="additive", **kw) -> RNNSeq2Seq:
-    options = dict(src_vocab=SRC_VOCAB, tgt_vocab=TGT_VOCAB, embed_dim=8, hidden=12, attention=attention, score=score,
-                   max_len=32, dropout=0.0)
+    options = dict(
+        src_vocab=SRC_VOCAB,
+        tgt_vocab=TGT_VOCAB,
+        embed_dim=8,
+        hidden=12,
+        attention=attention,
+        score=score,
+        max_len=32,
+        dropout=0.0,
+    )
     options.update(kw)
     return RNNSeq2Seq(RNNConfig(**options))
 
 
 def transformer(score="scaled_dot", **kw) -> Transformer:
-    options = dict(src_vocab=SRC_VOCAB, tgt_vocab=TGT_VOCAB, dim=12, heads=2, ffn_dim=16, encoder_layers=2,
-                   decoder_layers=2, score=score, max_len=32, dropout=0.0)
+    options = dict(
+        src_vocab=SRC_VOCAB,
+        tgt_vocab=TGT_VOCAB,
+        dim=12,
+        heads=2,
+        ffn_dim=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        score=score,
+        max_len=32,
+        dropout=0.0,
+    )
     options.update(kw)
     return Transformer(TransformerConfig(**options))
 
 
 def decoder_only(score="scaled_dot", **kw) -> DecoderOnlyTransformer:
-    options = dict(src_vocab=SRC_VOCAB, tgt_vocab=TGT_VOCAB, dim=12, heads=2, ffn_dim=16, layers=2, score=score,
-                   max_len=32, dropout=0.0)
+    options = dict(
+        src_vocab=SRC_VOCAB,
+        tgt_vocab=TGT_VOCAB,
+        dim=12,
+        heads=2,
+        ffn_dim=16,
+        layers=2,
+        score=score,
+        max_len=32,
+        dropout=0.0,
+    )
     options.update(kw)
     return DecoderOnlyTransformer(DecoderOnlyConfig(**options))
 
 
 def classifier(pooling="cls", **kw) -> TransformerClassifier:
-    options = dict(vocab=SRC_VOCAB, num_classes=4, dim=12, heads=2, ffn_dim=16, layers=2, pooling=pooling,
-                   max_len=32, dropout=0.0)
+    options = dict(
+        vocab=SRC_VOCAB, num_classes=4, dim=12, heads=2, ffn_dim=16, layers=2, pooling=pooling, max_len=32, dropout=0.0
+    )
     options.update(kw)
     return TransformerClassifier(EncoderConfig(**options))
 

@@ -26,8 +26,9 @@ def _copy_batch():
 
 def _exact_match(model, batch) -> float:
     model.eval()
-    out = greedy(model, batch.src, batch.src_lengths, bos_id=VOCAB.bos_id, eos_id=VOCAB.eos_id,
-                 max_len=batch.tgt_out.shape[1])
+    out = greedy(
+        model, batch.src, batch.src_lengths, bos_id=VOCAB.bos_id, eos_id=VOCAB.eos_id, max_len=batch.tgt_out.shape[1]
+    )
     model.train()
     width = batch.tgt_out.shape[1]
     tokens = torch.nn.functional.pad(out.tokens, (0, width - out.tokens.shape[1]), value=VOCAB.pad_id)
@@ -37,12 +38,37 @@ def _exact_match(model, batch) -> float:
 @pytest.mark.parametrize(
     ("name", "build", "lr"),
     [
-        ("rnn-bahdanau", lambda: RNNSeq2Seq(RNNConfig(src_vocab=len(VOCAB), tgt_vocab=len(VOCAB), embed_dim=16,
-                                                      hidden=32, cell="gru", attention="bahdanau", dropout=0.0)),
-         1e-2),
-        ("transformer", lambda: Transformer(TransformerConfig(src_vocab=len(VOCAB), tgt_vocab=len(VOCAB), dim=32,
-                                                              heads=2, ffn_dim=64, encoder_layers=1,
-                                                              decoder_layers=1, dropout=0.0)), 3e-3),
+        (
+            "rnn-bahdanau",
+            lambda: RNNSeq2Seq(
+                RNNConfig(
+                    src_vocab=len(VOCAB),
+                    tgt_vocab=len(VOCAB),
+                    embed_dim=16,
+                    hidden=32,
+                    cell="gru",
+                    attention="bahdanau",
+                    dropout=0.0,
+                )
+            ),
+            1e-2,
+        ),
+        (
+            "transformer",
+            lambda: Transformer(
+                TransformerConfig(
+                    src_vocab=len(VOCAB),
+                    tgt_vocab=len(VOCAB),
+                    dim=32,
+                    heads=2,
+                    ffn_dim=64,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    dropout=0.0,
+                )
+            ),
+            3e-3,
+        ),
     ],
     ids=["rnn-bahdanau", "transformer"],
 )

@@ -77,8 +77,10 @@ def same_weights(a: Path, b: Path) -> bool:
     """Bit-identical tensors (same names, dtypes, shapes, bytes) and equal metadata. The files' bytes can differ:
     safetensors writes its metadata map in a per-process hash order."""
     (ta, ma), (tb, mb) = load_tensors(a), load_tensors(b)
-    return ma == mb and ta.keys() == tb.keys() and all(
-        ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape and torch.equal(ta[k], tb[k]) for k in ta
+    return (
+        ma == mb
+        and ta.keys() == tb.keys()
+        and all(ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape and torch.equal(ta[k], tb[k]) for k in ta)
     )
 
 

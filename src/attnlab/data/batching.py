@@ -35,8 +35,9 @@ def bucket_batches(
     epoch = check_int("epoch", epoch, 0)
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or (lengths.size and not np.issubdtype(lengths.dtype, np.integer)):
-        raise TypeError(f"lengths: expected a 1-D sequence of ints, received an array of {lengths.dtype}, "
-                        f"shape {lengths.shape}")
+        raise TypeError(
+            f"lengths: expected a 1-D sequence of ints, received an array of {lengths.dtype}, shape {lengths.shape}"
+        )
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
     pool = POOL_BATCHES * batch_size

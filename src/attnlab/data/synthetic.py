@@ -130,9 +130,7 @@ class _TooLong(Exception):
     """Raised inside generation as soon as an expression passes ``max_length`` tokens."""
 
 
-def _expression(
-    rng: _Uniforms, tokens: list[str], depth: int, max_depth: int, max_args: int, max_length: int
-) -> None:
+def _expression(rng: _Uniforms, tokens: list[str], depth: int, max_depth: int, max_args: int, max_length: int) -> None:
     """Append one random expression whose root operator sits at ``depth`` (the root is depth 1) to ``tokens``.
 
     Stopping as soon as the tokens pass ``max_length`` rejects exactly the draws a generate-then-filter loop

@@ -83,9 +83,7 @@ class Vocab:
         """
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype.is_complex:
-                raise TypeError(
-                    f"ids: expected a 1-D integer tensor, received {ids.dim()}-D tensor of {ids.dtype}"
-                )
+                raise TypeError(f"ids: expected a 1-D integer tensor, received {ids.dim()}-D tensor of {ids.dtype}")
             ids = ids.tolist()
         out = []
         for i in ids:

@@ -93,32 +93,51 @@ def _decoder_only(task: G2PTask, **size: Any) -> nn.Module:
 
 _RNN_BUDGETS = _budgets(_RNN_SIZES, _RNN_TRAIN)
 
-register(Experiment(
-    "g2p-rnn",
-    "G2P, LSTM encoder-decoder without attention (Cho/Sutskever 2014): the decoder sees one fixed vector",
-    G2PTask, _rnn(cell="lstm", attention=None), _RNN_BUDGETS,
-))
-register(Experiment(
-    "g2p-bahdanau",
-    "G2P, LSTM encoder-decoder with Bahdanau additive cross-attention from s_(i-1) (RNNsearch, 2014)",
-    G2PTask, _rnn(cell="lstm", attention="bahdanau", score="additive"), _RNN_BUDGETS,
-))
-register(Experiment(
-    "g2p-luong",
-    "G2P, LSTM encoder-decoder with Luong global 'general' attention from h_t and input feeding (2015)",
-    G2PTask, _rnn(cell="lstm", attention="luong", score="general"), _RNN_BUDGETS,
-))
-register(Experiment(
-    "g2p-lstmn",
-    "G2P, LSTMN intra-attention encoder (Cheng 2016, self-attention over its own tape) + Bahdanau decoder",
-    G2PTask, _rnn(cell="lstm", encoder="lstmn", attention="bahdanau", score="additive"),
-    _budgets({**_RNN_SIZES, "full": {**_RNN_SIZES["full"], "layers": 1}}, _RNN_TRAIN),
-))
-register(Experiment(
-    "g2p-transformer",
-    "G2P, Transformer encoder-decoder (Vaswani 2017): self-attention in both stacks + cross-attention",
-    G2PTask, _transformer, _budgets(_TRANSFORMER_SIZES, _TRANSFORMER_TRAIN),
-))
+register(
+    Experiment(
+        "g2p-rnn",
+        "G2P, LSTM encoder-decoder without attention (Cho/Sutskever 2014): the decoder sees one fixed vector",
+        G2PTask,
+        _rnn(cell="lstm", attention=None),
+        _RNN_BUDGETS,
+    )
+)
+register(
+    Experiment(
+        "g2p-bahdanau",
+        "G2P, LSTM encoder-decoder with Bahdanau additive cross-attention from s_(i-1) (RNNsearch, 2014)",
+        G2PTask,
+        _rnn(cell="lstm", attention="bahdanau", score="additive"),
+        _RNN_BUDGETS,
+    )
+)
+register(
+    Experiment(
+        "g2p-luong",
+        "G2P, LSTM encoder-decoder with Luong global 'general' attention from h_t and input feeding (2015)",
+        G2PTask,
+        _rnn(cell="lstm", attention="luong", score="general"),
+        _RNN_BUDGETS,
+    )
+)
+register(
+    Experiment(
+        "g2p-lstmn",
+        "G2P, LSTMN intra-attention encoder (Cheng 2016, self-attention over its own tape) + Bahdanau decoder",
+        G2PTask,
+        _rnn(cell="lstm", encoder="lstmn", attention="bahdanau", score="additive"),
+        _budgets({**_RNN_SIZES, "full": {**_RNN_SIZES["full"], "layers": 1}}, _RNN_TRAIN),
+    )
+)
+register(
+    Experiment(
+        "g2p-transformer",
+        "G2P, Transformer encoder-decoder (Vaswani 2017): self-attention in both stacks + cross-attention",
+        G2PTask,
+        _transformer,
+        _budgets(_TRANSFORMER_SIZES, _TRANSFORMER_TRAIN),
+    )
+)
 register(Experiment(
     "g2p-decoder-only",
     "G2P, decoder-only Transformer over [letters; SEP; phonemes] with a prefix mask: self-attention simulating AT",

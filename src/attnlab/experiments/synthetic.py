@@ -44,11 +44,15 @@ def _gru(**fixed: Any):
     return make
 
 
-register(Experiment(
-    "reverse-rnn",
-    "Reverse a sequence (length study), GRU encoder-decoder without attention: accuracy falls with length",
-    ReverseTask, _gru(attention=None), _BUDGETS,
-))
+register(
+    Experiment(
+        "reverse-rnn",
+        "Reverse a sequence (length study), GRU encoder-decoder without attention: accuracy falls with length",
+        ReverseTask,
+        _gru(attention=None),
+        _BUDGETS,
+    )
+)
 register(Experiment(
     "reverse-bahdanau",
     "Reverse a sequence (length study), GRU encoder-decoder with Bahdanau additive attention",

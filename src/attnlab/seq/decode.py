@@ -55,8 +55,9 @@ class Decoded:
 
 def _check(model: Any, src: Tensor, src_lengths: Tensor, max_len: int | None, **ids: int) -> int:
     if not isinstance(model, Decodable):
-        raise TypeError(f"model must have encode, step and reorder (see attnlab.seq.decode); received "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"model must have encode, step and reorder (see attnlab.seq.decode); received {type(model).__name__}"
+        )
     check_tokens(src, src_lengths, "src")
     for name, value in ids.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -30,9 +30,7 @@ class TokenLoss(NamedTuple):
         return self.total / self.tokens.clamp(min=1).to(self.total.dtype)
 
 
-def token_cross_entropy(
-    logits: Tensor, targets: Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0
-) -> TokenLoss:
+def token_cross_entropy(logits: Tensor, targets: Tensor, *, pad_id: int = 0, label_smoothing: float = 0.0) -> TokenLoss:
     """Cross-entropy of ``logits [B, T, V]`` against ``targets [B, T]``; positions where ``targets == pad_id``
     count for nothing (loss and gradient). Half-precision logits are upcast: the loss is float32 or float64."""
     if not isinstance(logits, Tensor) or logits.dim() != 3 or not logits.dtype.is_floating_point:

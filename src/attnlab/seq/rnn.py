@@ -110,8 +110,15 @@ class RNNConfig:
     @classmethod
     def rnnsearch(cls, src_vocab: int, tgt_vocab: int) -> RNNConfig:
         """Bahdanau et al. 2014's RNNsearch sizes: GRU, 620-d embeddings, 1000 hidden units, additive attention."""
-        return cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, embed_dim=620, hidden=1000, cell="gru",
-                   attention="bahdanau", score="additive")
+        return cls(
+            src_vocab=src_vocab,
+            tgt_vocab=tgt_vocab,
+            embed_dim=620,
+            hidden=1000,
+            cell="gru",
+            attention="bahdanau",
+            score="additive",
+        )
 
 
 # -- encoder -----------------------------------------------------------------------------------------------------
@@ -329,9 +336,7 @@ class LuongDecoder(RNNDecoder):
         return [Site("decoder.cross", "cross", "decoder state h_t, after the step", keys_from, c.heads, c.score)]
 
 
-DECODERS: dict[str | None, type[RNNDecoder]] = {
-    cls.style: cls for cls in (PlainDecoder, BahdanauDecoder, LuongDecoder)
-}
+DECODERS: dict[str | None, type[RNNDecoder]] = {cls.style: cls for cls in (PlainDecoder, BahdanauDecoder, LuongDecoder)}
 
 
 # -- the model ---------------------------------------------------------------------------------------------------

@@ -115,8 +115,16 @@ class TransformerConfig(BlockConfig):
     @classmethod
     def base(cls, src_vocab: int, tgt_vocab: int) -> TransformerConfig:
         """Vaswani et al. 2017's base model: 6 + 6 layers, 512 features, 8 heads, FFN 2048."""
-        return cls(src_vocab=src_vocab, tgt_vocab=tgt_vocab, dim=512, heads=8, ffn_dim=2048, encoder_layers=6,
-                   decoder_layers=6, max_len=512)
+        return cls(
+            src_vocab=src_vocab,
+            tgt_vocab=tgt_vocab,
+            dim=512,
+            heads=8,
+            ffn_dim=2048,
+            encoder_layers=6,
+            decoder_layers=6,
+            max_len=512,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,8 +145,16 @@ class EncoderConfig(BlockConfig):
     @classmethod
     def bert_base(cls, vocab: int, num_classes: int) -> EncoderConfig:
         """BERT-base's shape (Devlin et al. 2018): 12 layers, 768 features, 12 heads, FFN 3072, learned positions."""
-        return cls(vocab=vocab, num_classes=num_classes, dim=768, heads=12, ffn_dim=3072, layers=12,
-                   positions="learned", max_len=512)
+        return cls(
+            vocab=vocab,
+            num_classes=num_classes,
+            dim=768,
+            heads=12,
+            ffn_dim=3072,
+            layers=12,
+            positions="learned",
+            max_len=512,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,15 +323,40 @@ class Transformer(nn.Module):
     def attention_sites(self) -> list[Site]:
         c = self.config
         sites = [
-            Site(f"encoder.{i}.self", "self", f"encoder layer {i} (source)", f"encoder layer {i} (source)",
-                 c.heads, c.score, "padding")
+            Site(
+                f"encoder.{i}.self",
+                "self",
+                f"encoder layer {i} (source)",
+                f"encoder layer {i} (source)",
+                c.heads,
+                c.score,
+                "padding",
+            )
             for i in range(c.encoder_layers)
         ]
         for i in range(c.decoder_layers):
-            sites.append(Site(f"decoder.{i}.self", "self", f"decoder layer {i} (target prefix)",
-                              f"decoder layer {i} (target prefix)", c.heads, c.score, "causal"))
-            sites.append(Site(f"decoder.{i}.cross", "cross", f"decoder layer {i} (target, after self-attention)",
-                              "encoder output (source)", c.heads, c.cross_score, "padding"))
+            sites.append(
+                Site(
+                    f"decoder.{i}.self",
+                    "self",
+                    f"decoder layer {i} (target prefix)",
+                    f"decoder layer {i} (target prefix)",
+                    c.heads,
+                    c.score,
+                    "causal",
+                )
+            )
+            sites.append(
+                Site(
+                    f"decoder.{i}.cross",
+                    "cross",
+                    f"decoder layer {i} (target, after self-attention)",
+                    "encoder output (source)",
+                    c.heads,
+                    c.cross_score,
+                    "padding",
+                )
+            )
         return sites
 
     # -- teacher forcing ---------------------------------------------------------------------------------------
@@ -468,8 +509,15 @@ class DecoderOnlyTransformer(nn.Module):
         c = self.config
         stream = "stream [source; SEP; target] at layer {}"
         return [
-            Site(f"decoder.{i}.self", "self", stream.format(i), stream.format(i), c.heads, c.score,
-                 "prefix (source bidirectional, target causal) + source padding")
+            Site(
+                f"decoder.{i}.self",
+                "self",
+                stream.format(i),
+                stream.format(i),
+                c.heads,
+                c.score,
+                "prefix (source bidirectional, target causal) + source padding",
+            )
             for i in range(c.layers)
         ]
 

@@ -595,12 +595,23 @@ class Trainer:
         if ctx.is_main:
             state.metrics = _finite_or_none(metrics)
             rate = state.tokens / state.train_seconds if state.train_seconds > 0 else 0.0
-            self._log(EVAL_LOG, {"step": state.step, **state.metrics, "best": state.best, "best_step": state.best_step,
-                                 "train_seconds": round(state.train_seconds, 3), "tokens_per_s": round(rate, 1)})
+            self._log(
+                EVAL_LOG,
+                {
+                    "step": state.step,
+                    **state.metrics,
+                    "best": state.best,
+                    "best_step": state.best_step,
+                    "train_seconds": round(state.train_seconds, 3),
+                    "tokens_per_s": round(rate, 1),
+                },
+            )
             if self.verbose:
                 shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-                line = (f"step {state.step}/{self.config.max_steps}  dev {shown}  (best {validation.metric} "
-                        f"{state.best:.4g} @ {state.best_step})  {rate:,.0f} tok/s")
+                line = (
+                    f"step {state.step}/{self.config.max_steps}  dev {shown}  (best {validation.metric} "
+                    f"{state.best:.4g} @ {state.best_step})  {rate:,.0f} tok/s"
+                )
                 if bar.disable:
                     print(line, file=sys.stderr, flush=True)
                 else:
