@@ -79,7 +79,7 @@ class CrossReaderConfig:
     dim: int = 64
     widths: tuple[int, int] = (32, 64)
     heads: int = 1
-    score: str = "scaled_dot"
+    score: str = "additive"
     dropout: float = 0.0
     image_size: tuple[int, int] = (12, 64)
 

@@ -12,7 +12,10 @@ Two ways to let text read an image (DESIGN claim 5):
   Attend and Read": a recurrent decoder whose query is its previous state ``s_{t-1}`` (Bahdanau order), reading CNN
   features through :class:`attnlab.CrossAttention`; the image's keys and values are projected once per image
   (``CrossAttention.precompute`` -> :class:`attnlab.Memory`). Input feeding (``c_t`` enters the GRU) tells the
-  next query where the last digit was read, through the positions inside ``c_t``.
+  next query where the last digit was read, through the positions inside ``c_t``. The score is additive by
+  default, Xu et al.'s MLP attention: with it the reader finds the left-to-right alignment early (85% of test
+  strings read exactly after 600 steps of the quick budget, against 33% with ``scaled_dot`` and 40% with
+  ``scaled_dot`` and 4 heads; one seed each).
 - :class:`SingleStreamReader` (self-attention, "SA" across modalities): image feature tokens followed by text
   tokens in one sequence, :class:`attnlab.SelfAttention` layers with :func:`attnlab.masks.prefix` (a prefix LM
   over image and text, as in Wang et al. 2021, "SimVLM"). Self vs cross is only how the layers are called.
@@ -225,7 +228,7 @@ class CrossReaderState:
 
 
 class CrossReader(_Reader):
-    """``CrossReader(dim=64, widths=(32, 64), heads=1, score="scaled_dot", dropout=0.0, image_size=(12, 64))``;
+    """``CrossReader(dim=64, widths=(32, 64), heads=1, score="additive", dropout=0.0, image_size=(12, 64))``;
     ``forward(images [B, 1, H, W], tgt_in [B, T])`` -> logits ``[B, T, VOCAB]``."""
 
     def __init__(
@@ -233,7 +236,7 @@ class CrossReader(_Reader):
         dim: int = 64,
         widths: tuple[int, int] = (32, 64),
         heads: int = 1,
-        score: str = "scaled_dot",
+        score: str = "additive",
         dropout: float = 0.0,
         image_size: tuple[int, int] = (12, 64),
     ) -> None:
