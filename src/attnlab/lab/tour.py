@@ -69,18 +69,20 @@ class Tour:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path, relative
 
-    def run(self, experiment: str, budget: str | None = None) -> Path:
-        """The run directory of ``experiment`` at this tour's budget (or ``budget``), training it first if needed:
-        a finished run is reused, an interrupted one resumed."""
+    def run(self, experiment: str, budget: str | None = None, max_steps: int | None = None) -> Path:
+        """The run directory of ``experiment`` at this tour's budget (or ``budget``; ``max_steps`` shortens its
+        schedule), training it first if needed: a finished run is reused, an interrupted one resumed."""
         budget = budget or self.budget
-        run = self.out / "runs" / budget / experiment
+        run = self.out / "runs" / budget / (experiment if max_steps is None else f"{experiment}-{max_steps}-steps")
         if not (run / MODEL_FILE).is_file():
             resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
-            self.log(f"  training {experiment} ({budget} budget){' (resuming)' if resume else ''}")
+            steps = "" if max_steps is None else f", {max_steps} steps"
+            self.log(f"  training {experiment} ({budget} budget{steps}){' (resuming)' if resume else ''}")
             train_experiment(
                 experiment,
                 run,
                 budget=budget,
+                max_steps=None if resume else max_steps,
                 seed=None if resume else self.seed,
                 resume=resume,
                 force=not resume and run.exists(),
@@ -90,8 +92,8 @@ class Tour:
             self.trained.append(experiment)
         return run
 
-    def model(self, experiment: str, budget: str | None = None) -> LoadedModel:
-        return load_model(self.run(experiment, budget) / MODEL_FILE)
+    def model(self, experiment: str, budget: str | None = None, max_steps: int | None = None) -> LoadedModel:
+        return load_model(self.run(experiment, budget, max_steps) / MODEL_FILE)
 
     def task(self, experiment: str, budget: str | None = None) -> Any:
         """The experiment's task at this tour's budget (its data, built once per process by the task itself)."""
