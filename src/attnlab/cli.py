@@ -30,7 +30,7 @@ def _tour(args: argparse.Namespace) -> int:
 
     print(f"attnlab tour ({args.budget} budget): is attention different from self-attention? Each claim measured.")
     results = run_tour(args.out, budget=args.budget, claims=args.claims, seed=args.seed,
-                       progress=None if args.progress else False)  # fmt: skip
+                       progress=None if args.progress else False, jobs=args.jobs)  # fmt: skip
     tally: dict[str, int] = {}
     for entry in results["claims"]:
         status = entry["verdict"]["status"] if "verdict" in entry else "failed"
@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--out", default="attnlab-tour", metavar="DIR", help="output directory (default ./attnlab-tour)")
     tour.add_argument("--claims", type=int, nargs="+", default=None, metavar="N", help="only these claims (1-13)")
     tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tour.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        help="train ahead in N one-thread worker processes (default 2; 1 trains in this process)",
+    )
     tour.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     tour.set_defaults(run=_reports_errors(_tour))
 

@@ -104,7 +104,31 @@ def test_a_failing_claim_is_recorded_and_the_tour_goes_on(tmp_path, monkeypatch)
     assert not (tmp_path / "claims" / "claim-1.json").exists()  # a failed claim is measured again next time
 
 
+def test_trainings_run_ahead_in_workers_and_a_failed_one_fails_only_its_claim(tmp_path, monkeypatch):
+    def reads(experiment):
+        def run(tour):
+            loaded = tour.model(experiment)
+            return Verdict("holds", experiment), [Table("t", ["a"], [[type(loaded.model).__name__]])], [], {}
+
+        return run
+
+    fake = {
+        1: tour_module.Claim(1, "a", "s", reads("no-such-experiment"), trains=["no-such-experiment"]),
+        2: tour_module.Claim(2, "b", "s", reads("reverse-rnn"), trains=["reverse-rnn"]),
+    }
+    monkeypatch.setattr(tour_module, "CLAIMS", fake)
+    monkeypatch.setattr(tour_module, "_load_claims", lambda: None)
+    lines = []
+    results = run_tour(tmp_path, budget="smoke", progress=False, log=lines.append, jobs=2)
+    assert any("2 worker processes" in line for line in lines), lines
+    assert "no-such-experiment" in results["claims"][0]["error"]
+    assert results["claims"][1]["verdict"]["status"] == "holds"
+    assert (tmp_path / "runs" / "smoke" / "reverse-rnn" / "model.safetensors").is_file()
+
+
 def test_the_tour_refuses_unknown_claims_and_budgets(tmp_path):
+    with pytest.raises(ValueError, match="jobs"):
+        run_tour(tmp_path, jobs=0)
     with pytest.raises(ValueError, match="unknown claim"):
         run_tour(tmp_path, claims=[14])
     with pytest.raises(ValueError, match="budget"):

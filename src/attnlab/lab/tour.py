@@ -9,16 +9,21 @@ A tour writes into one directory::
     DIR/runs/BUDGET/NAME/      each trained experiment (a rerun reuses it; an interrupted one resumes)
 
 Claims share trained models: the length study, the multi-head and projection comparisons and the speed race all
-read the same handful of reversal runs, trained once. Ctrl-C leaves every finished claim and every checkpoint in
-place; running the same command again continues.
+read the same handful of reversal runs, trained once. Each claim declares what it trains (``@claim(...,
+trains=...)``); with ``jobs > 1`` those trainings run ahead in that many worker processes of one thread each (the
+models are small: two one-thread trainings do about twice the work of one two-thread training), while the claims
+are measured in order as their runs finish. Ctrl-C leaves every finished claim and every checkpoint in place;
+running the same command again continues.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ class Tour:
     progress: bool = True
     log: Callable[[str], None] = print
     trained: list[str] = field(default_factory=list)
+    pending: dict[Path, Future] = field(default_factory=dict)  # run dir -> its training in a worker process
 
     @property
     def runs(self) -> Path:
@@ -73,7 +79,9 @@ class Tour:
         """The run directory of ``experiment`` at this tour's budget (or ``budget``; ``max_steps`` shortens its
         schedule), training it first if needed: a finished run is reused, an interrupted one resumed."""
         budget = budget or self.budget
-        run = self.out / "runs" / budget / (experiment if max_steps is None else f"{experiment}-{max_steps}-steps")
+        run = self.run_dir(experiment, budget, max_steps)
+        if run in self.pending:
+            self.pending.pop(run).result()  # a worker's failure is raised here, in the claim that needs the run
         if not (run / MODEL_FILE).is_file():
             resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
             steps = "" if max_steps is None else f", {max_steps} steps"
@@ -91,6 +99,10 @@ class Tour:
             )
             self.trained.append(experiment)
         return run
+
+    def run_dir(self, experiment: str, budget: str | None = None, max_steps: int | None = None) -> Path:
+        name = experiment if max_steps is None else f"{experiment}-{max_steps}-steps"
+        return self.out / "runs" / (budget or self.budget) / name
 
     def model(self, experiment: str, budget: str | None = None, max_steps: int | None = None) -> LoadedModel:
         return load_model(self.run(experiment, budget, max_steps) / MODEL_FILE)
@@ -125,28 +137,73 @@ class Tour:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+# What a claim trains: experiment names, or (name, max_steps) for part of a schedule; or a function of the tour.
+Trainings = Sequence[str | tuple[str, int]] | Callable[[Tour], Sequence[str | tuple[str, int]]]
+
+
 @dataclass(frozen=True)
 class Claim:
     number: int
     title: str
     statement: str
     measure: Callable[[Tour], tuple[Verdict, list[Table], list[Figure], dict[str, Any]]]
-    command: str = ""
+    trains: Trainings = ()
+
+    def trainings(self, tour: Tour) -> list[tuple[str, int | None]]:
+        listed = self.trains(tour) if callable(self.trains) else self.trains
+        return [(item, None) if isinstance(item, str) else (item[0], item[1]) for item in listed]
 
 
 CLAIMS: dict[int, Claim] = {}
 
 
-def claim(number: int, title: str, statement: str):
-    """Register ``measure(tour) -> (verdict, tables, figures, numbers)`` as claim ``number``."""
+def claim(number: int, title: str, statement: str, *, trains: Trainings = ()):
+    """Register ``measure(tour) -> (verdict, tables, figures, numbers)`` as claim ``number``; ``trains`` lists the
+    experiments it reads (they may be trained ahead, in parallel; a run it reads but does not list is trained
+    when it is asked for)."""
 
     def register(measure: Callable[[Tour], tuple[Verdict, list[Table], list[Figure], dict[str, Any]]]):
         if number in CLAIMS:
             raise ValueError(f"claim {number} is registered twice ({CLAIMS[number].title!r}, {title!r})")
-        CLAIMS[number] = Claim(number, title, statement, measure)
+        CLAIMS[number] = Claim(number, title, statement, measure, trains)
         return measure
 
     return register
+
+
+def _train_in_worker(experiment: str, run: Path, budget: str, max_steps: int | None, seed: int) -> None:
+    """One training in a worker process, on one thread (resumes an interrupted run)."""
+    torch.set_num_threads(1)
+    resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
+    train_experiment(
+        experiment,
+        run,
+        budget=budget,
+        max_steps=None if resume else max_steps,
+        seed=None if resume else seed,
+        resume=resume,
+        force=not resume and run.exists(),
+        progress=False,
+        verbose=False,
+    )
+
+
+def _train_ahead(tour: Tour, numbers: list[int], jobs: int) -> ProcessPoolExecutor | None:
+    """Submit every unfinished training of the claims ``numbers`` to ``jobs`` one-thread worker processes."""
+    wanted: dict[Path, tuple[str, int | None]] = {}
+    for number in numbers:
+        for experiment, max_steps in CLAIMS[number].trainings(tour):
+            run = tour.run_dir(experiment, max_steps=max_steps)
+            if not (run / MODEL_FILE).is_file():
+                wanted.setdefault(run, (experiment, max_steps))
+    if jobs < 2 or len(wanted) < 2:
+        return None
+    tour.log(f"  training {len(wanted)} experiments in {jobs} worker processes: {', '.join(p.name for p in wanted)}")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    for run, (experiment, max_steps) in wanted.items():
+        tour.pending[run] = pool.submit(_train_in_worker, experiment, run, tour.budget, max_steps, tour.seed)
+        tour.trained.append(experiment)
+    return pool
 
 
 def _load_claims() -> None:
@@ -192,12 +249,17 @@ def run_tour(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    jobs: int = 2,
 ) -> dict[str, Any]:
     """Measure the claims (all by default) into ``out`` and render the report; returns results.json's content.
 
-    A claim that fails is recorded with its error (the report shows it) and the tour goes on with the next one;
-    KeyboardInterrupt stops the tour, keeping everything finished so far.
+    ``jobs`` worker processes (one thread each) train the claims' experiments ahead; ``jobs=1`` trains each one in
+    this process when a claim first asks for it. A claim that fails is recorded with its error (the report shows
+    it) and the tour goes on with the next one; KeyboardInterrupt stops the tour, keeping everything finished so
+    far (interrupted trainings resume on the next run).
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected a positive int, received {jobs!r}")
     if budget not in BUDGETS:
         raise ValueError(f"budget: expected one of {BUDGETS}, received {budget!r}")
     _load_claims()
@@ -209,6 +271,21 @@ def run_tour(
     (out / "claims").mkdir(parents=True, exist_ok=True)
     tour = Tour(out, budget=budget, seed=seed, progress=progress, log=log)
     started = time.time()
+    unfinished = [n for n in wanted if _finished(out / "claims" / f"claim-{n}.json", budget) is None]
+    pool = _train_ahead(tour, unfinished, jobs)
+    threads = torch.get_num_threads()
+    if pool is not None:
+        torch.set_num_threads(1)  # the workers have the cores; measuring the claims is light
+    try:
+        return _measure_claims(tour, wanted, started)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+
+
+def _measure_claims(tour: Tour, wanted: list[int], started: float) -> dict[str, Any]:
+    out, budget, log = tour.out, tour.budget, tour.log
     entries: list[dict[str, Any]] = []
     for number in wanted:
         spec = CLAIMS[number]

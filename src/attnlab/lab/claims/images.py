@@ -18,6 +18,7 @@ CANVAS = {
     "plain CNN": "canvas-pointer-cnn",
     "CNN + SAGAN": "canvas-pointer-sagan",
     "CNN + non-local": "canvas-pointer-nonlocal",
+    "CNN + BoTNet": "canvas-pointer-botnet",
     "ViT": "canvas-pointer-vit",
 }
 
@@ -33,6 +34,7 @@ def _test_canvas(tour: Tour, experiment: str) -> tuple[torch.Tensor, list[int] |
     "A text decoder attending over CNN image features reads a digit string (AT between modalities, one map per "
     "output token); a single self-attention stream over [image features; text] with a prefix mask does the same "
     "job (SA across modalities once their activations are joined).",
+    trains=list(READERS.values()),
 )
 def two_modalities(tour: Tour):
     rows, numbers, panels = [], {}, []
@@ -81,8 +83,9 @@ def two_modalities(tour: Tour):
     13,
     "Self-attention helps a CNN where the receptive field is the bottleneck",
     "On a long-range task (name the digit an arrow points at, far across a wide canvas) a CNN with a global "
-    "self-attention block (SAGAN / non-local, placed late at low resolution with a zero-initialized gate) beats "
-    "a plain CNN of similar size; a ViT is the all-attention end.",
+    "self-attention block (SAGAN, non-local or BoTNet, placed late at low resolution) beats a plain CNN of "
+    "similar size; a ViT is the all-attention end.",
+    trains=list(CANVAS.values()),
 )
 def cnn_blocks(tour: Tour):
     rows, numbers, accuracy = [], {}, {}

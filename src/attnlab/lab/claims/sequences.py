@@ -57,6 +57,7 @@ def _compare(tour: Tour, names: dict[str, str]) -> tuple[Table, dict[str, dict[s
     "Self-attention can simulate attention",
     "A decoder-only model running self-attention over [source; separator; target] with a prefix mask does the "
     "job of an encoder-decoder with cross-attention, at equal size.",
+    trains=["reverse-transformer", "reverse-decoder-only"],
 )
 def decoder_only(tour: Tour):
     table, numbers = _compare(
@@ -102,6 +103,7 @@ def decoder_only(tour: Tour):
     "Multi-head applies to attention too",
     "Multi-head is not a self-attention feature: an RNN decoder's additive cross-attention split into heads "
     "trains as well as one head, and its heads look at different places.",
+    trains=["reverse-bahdanau", "reverse-bahdanau-4heads"],
 )
 def multi_head(tour: Tour):
     table, numbers = _compare(tour, {"1 head": "reverse-bahdanau", "4 heads": "reverse-bahdanau-4heads"})
@@ -140,6 +142,7 @@ def multi_head(tour: Tour):
     "Key, query and value projections apply to attention too",
     "Projecting queries, keys and values with learned matrices is not specific to self-attention: the same "
     "projections in front of an RNN decoder's cross-attention train just as well.",
+    trains=["reverse-bahdanau", "reverse-bahdanau-projected"],
 )
 def projections(tour: Tour):
     table, numbers = _compare(
@@ -170,6 +173,7 @@ def projections(tour: Tour):
     "Without attention, an encoder-decoder forgets long inputs",
     "An RNN encoder-decoder that must squeeze the input into one vector degrades as inputs get longer; with "
     "attention over every encoder state it does not (Bahdanau et al. 2014, Fig. 2).",
+    trains=["reverse-rnn", "reverse-bahdanau"],
 )
 def length_study(tour: Tour):
     curves, numbers = {}, {}
@@ -232,6 +236,7 @@ def length_study(tour: Tour):
     "Self-attention trains faster than recurrence",
     "At equal parameter count a Transformer processes more tokens per second than an RNN encoder-decoder with "
     "attention (no step-by-step recurrence) and reaches a given accuracy sooner.",
+    trains=["reverse-bahdanau", "reverse-transformer"],
 )
 def speed(tour: Tour):
     names = {"RNN + attention": "reverse-bahdanau", "Transformer": "reverse-transformer"}
@@ -271,6 +276,7 @@ def speed(tour: Tour):
     "Every score function serves attention and self-attention",
     "Score functions (dot, scaled dot, general, additive, cosine, location) are independent of who attends to "
     "whom: each one trains as cross-attention in an RNN decoder and as self-attention in a Transformer.",
+    trains=[f"{prefix}-{score}" for prefix in ("scores-rnn", "scores-transformer") for score in GRID_SCORES],
 )
 def score_grid(tour: Tour):
     rows, numbers, bars = [], {}, {}

@@ -39,6 +39,7 @@ def _inspections(tour: Tour) -> dict[str, Inspection]:
     "In attention (AT) the queries come from one component and the keys/values from another component's "
     "activations; in self-attention (SA) queries, keys and values all come from the same layer's input. It is one "
     "mechanism called two ways: SelfAttention(x) is exactly CrossAttention(x, context=x).",
+    trains=["reverse-transformer"],
 )
 def who_reads_what(tour: Tour):
     inspections = _inspections(tour)

@@ -29,13 +29,20 @@ SHOWN = "pronunciation"
 QUICK_STEPS = 500  # of the quick budget's 1,500: enough for the alignments, when no model is shipped
 
 
-def _g2p_model(tour: Tour) -> tuple[LoadedModel, str]:
+def _g2p_trainings(tour: Tour) -> list[tuple[str, int | None]]:
     if tour.budget != "smoke" and SHIPPED_G2P_MODEL.is_file():
+        return []
+    return [("g2p-transformer", QUICK_STEPS if tour.budget == "quick" else None)]
+
+
+def _g2p_model(tour: Tour) -> tuple[LoadedModel, str]:
+    trainings = _g2p_trainings(tour)
+    if not trainings:
         return load_model(SHIPPED_G2P_MODEL), "the shipped G2P model"
-    if tour.budget == "quick":
-        model = tour.model("g2p-transformer", max_steps=QUICK_STEPS)
-        return model, f"g2p-transformer after {QUICK_STEPS} steps of the quick budget"
-    return tour.model("g2p-transformer"), f"g2p-transformer trained at the {tour.budget} budget"
+    ((experiment, steps),) = trainings
+    if steps is not None:
+        return tour.model(experiment, max_steps=steps), f"{experiment} after {steps} steps of the quick budget"
+    return tour.model(experiment), f"{experiment} trained at the {tour.budget} budget"
 
 
 @torch.no_grad()
@@ -60,6 +67,7 @@ def _locality(weights: np.ndarray, radius: int = 1) -> float:
     "In a G2P Transformer, encoder self-attention connects letters of the same word to each other (context such as "
     "'ph' or a silent 'e'), while cross-attention connects each phoneme being written to the letters it comes "
     "from: an alignment between two sequences that advances monotonically through the word.",
+    trains=_g2p_trainings,
 )
 def within_and_between(tour: Tour):
     loaded, which = _g2p_model(tour)
