@@ -36,8 +36,10 @@ def _find_chromium() -> str | None:
 
 
 CHROMIUM = _find_chromium()
+REQUIRE_ENV = "ATTNLAB_REQUIRE_BROWSER"  # set by .ci/run: there a missing Chromium fails the test instead of skipping
 requires_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason=f"no Chromium binary: install Debian's `chromium` (as .ci/run does) or set {CHROMIUM_ENV}"
+    CHROMIUM is None and not os.environ.get(REQUIRE_ENV),
+    reason=f"no Chromium binary: install Debian's `chromium` (as .ci/run does) or set {CHROMIUM_ENV}",
 )
 
 
@@ -69,6 +71,8 @@ class PageCheck:
 
 @pytest.fixture(scope="module")
 def browser():
+    if CHROMIUM is None:
+        pytest.fail(f"{REQUIRE_ENV} is set but no Chromium binary was found (chromium, chromium-browser, {CHROMIUM_ENV})")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
