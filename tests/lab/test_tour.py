@@ -11,7 +11,7 @@ import pytest
 
 from attnlab.cli import main
 from attnlab.lab import tour as tour_module
-from attnlab.lab.claims._common import diagonality, time_to
+from attnlab.lab.claims._common import diagonality, steps_to
 from attnlab.lab.claims.text import _locality
 from attnlab.lab.evidence import ClaimResult, Figure, Table, Verdict
 from attnlab.lab.tour import CLAIMS, run_tour
@@ -143,8 +143,8 @@ def test_all_thirteen_claims_are_registered():
 
 
 def test_measures_used_by_the_verdicts():
-    history = [{"accuracy": 10.0, "train_seconds": 5.0}, {"accuracy": 60.0, "train_seconds": 9.0}]
-    assert time_to(history, "accuracy", 50.0) == 9.0 and time_to(history, "accuracy", 61.0) is None
+    history = [{"accuracy": 10.0, "step": 50}, {"accuracy": 60.0, "step": 100}]
+    assert steps_to(history, "accuracy", 50.0) == 100 and steps_to(history, "accuracy", 61.0) is None
     assert diagonality(np.eye(4)) == 1.0 and diagonality(np.eye(4)[::-1].copy()) == 0.0
     assert _locality(np.eye(5)) == 1.0
     uniform = np.full((4, 4), 0.25)

@@ -72,7 +72,9 @@ class PageCheck:
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.fail(f"{REQUIRE_ENV} is set but no Chromium binary was found (chromium, chromium-browser, {CHROMIUM_ENV})")
+        pytest.fail(
+            f"{REQUIRE_ENV} is set but no Chromium binary was found (chromium, chromium-browser, {CHROMIUM_ENV})"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -18,6 +18,7 @@ running the same command again continues.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import multiprocessing
 import platform
@@ -99,6 +100,11 @@ class Tour:
             )
             self.trained.append(experiment)
         return run
+
+    def settle(self) -> None:
+        """Wait until no training runs ahead, so that a timing taken next has the cores to itself (a failed
+        training is still reported by the claim that reads it)."""
+        concurrent.futures.wait(list(self.pending.values()))
 
     def run_dir(self, experiment: str, budget: str | None = None, max_steps: int | None = None) -> Path:
         name = experiment if max_steps is None else f"{experiment}-{max_steps}-steps"

@@ -39,11 +39,11 @@ def final_metric(history: list[dict[str, Any]], metric: str) -> float:
     return max(float(row[metric]) for row in history) if history else float("nan")
 
 
-def time_to(history: list[dict[str, Any]], metric: str, target: float) -> float | None:
-    """Training seconds at the first dev evaluation reaching ``target`` (None if never)."""
+def steps_to(history: list[dict[str, Any]], metric: str, target: float) -> int | None:
+    """Training steps at the first dev evaluation reaching ``target`` (None if never)."""
     for row in history:
         if float(row[metric]) >= target:
-            return float(row["train_seconds"])
+            return int(row["step"])
     return None
 
 
