@@ -17,7 +17,7 @@ from attnlab.lab.evidence import ClaimResult, Figure, Table, Verdict
 from attnlab.lab.tour import CLAIMS, run_tour
 
 VERDICTS = {"holds", "does not hold", "inconclusive"}
-# The session fixture runs the whole smoke tour inside the first test that uses it (about 2 minutes on a quiet
+# The session fixture runs the whole smoke tour inside the first test that uses it (under a minute on a quiet
 # machine; much longer when the cores are shared).
 pytestmark = pytest.mark.timeout(1200)
 
