@@ -226,7 +226,9 @@ def _finished(path: Path, budget: str) -> ClaimResult | None:
     return result if result.budget == budget else None
 
 
-def _write_outputs(out: Path, budget: str, entries: list[dict[str, Any]], started: float) -> dict[str, Any]:
+def _write_outputs(
+    out: Path, budget: str, entries: list[dict[str, Any]], started: float, threads: int
+) -> dict[str, Any]:
     from attnlab.report import render
 
     results = {
@@ -237,7 +239,7 @@ def _write_outputs(out: Path, budget: str, entries: list[dict[str, Any]], starte
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(),
+            "cpu_threads": threads,
             "platform": platform.platform(),
         },
         "claims": entries,
@@ -283,14 +285,15 @@ def run_tour(
     if pool is not None:
         torch.set_num_threads(1)  # the workers have the cores; measuring the claims is light
     try:
-        return _measure_claims(tour, wanted, started)
+        return _measure_claims(tour, wanted, started, threads)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)
 
 
-def _measure_claims(tour: Tour, wanted: list[int], started: float) -> dict[str, Any]:
+def _measure_claims(tour: Tour, wanted: list[int], started: float, threads: int) -> dict[str, Any]:
+    """Measure each claim in order (``threads``: the process's torch threads before the workers started)."""
     out, budget, log = tour.out, tour.budget, tour.log
     entries: list[dict[str, Any]] = []
     for number in wanted:
@@ -306,7 +309,7 @@ def _measure_claims(tour: Tour, wanted: list[int], started: float) -> dict[str, 
         try:
             verdict, tables, figures, numbers = spec.measure(tour)
         except KeyboardInterrupt:
-            _write_outputs(out, budget, entries, started)
+            _write_outputs(out, budget, entries, started, threads)
             raise
         except Exception as error:  # recorded, shown in the report; the other claims still run
             message = f"{type(error).__name__}: {error}"
@@ -330,5 +333,5 @@ def _measure_claims(tour: Tour, wanted: list[int], started: float) -> dict[str, 
         atomic_write_bytes(path, json.dumps(result.to_json()).encode())
         entries.append(result.to_json())
         log(f"claim {number:>2}: {verdict.status}: {verdict.because} ({result.seconds:.0f} s)")
-        _write_outputs(out, budget, entries, started)
-    return _write_outputs(out, budget, entries, started)
+        _write_outputs(out, budget, entries, started, threads)
+    return _write_outputs(out, budget, entries, started, threads)
