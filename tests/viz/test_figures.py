@@ -131,3 +131,8 @@ def test_bad_inputs_raise_value_error_naming_the_argument(tmp_path, call, name):
     with pytest.raises(ValueError, match=name):
         call(tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_annotated_cells_write_counts_as_integers_and_weights_with_two_decimals():
+    assert figures.cell_text(6.0, counts=True) == "6" and figures.cell_text(0.0, counts=True) == "0"
+    assert figures.cell_text(0.25) == ".25" and figures.cell_text(1.0) == "1.00"

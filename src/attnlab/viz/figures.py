@@ -143,12 +143,18 @@ def alignment_heatmap(
             axis.set_title(title)
         if annotate:
             limit = image.norm.vmax
+            counts = bool(np.all(np.mod(matrix[np.isfinite(matrix)], 1) == 0))  # whole numbers: write them so
             for (i, j), value in np.ndenumerate(matrix):
                 if np.isfinite(value):
                     shade = "black" if value > 0.6 * limit else "white"
-                    axis.text(j, i, f"{value:.2f}".lstrip("0"), ha="center", va="center", fontsize=6, color=shade)
+                    axis.text(j, i, cell_text(value, counts), ha="center", va="center", fontsize=6, color=shade)
         figure.colorbar(image, ax=axis, fraction=0.05, pad=0.03)
         return _save(figure, path)
+
+
+def cell_text(value: float, counts: bool = False) -> str:
+    """How an annotated cell reads: a count as an integer (``6``), a weight with two decimals (``.25``)."""
+    return str(int(value)) if counts else f"{value:.2f}".lstrip("0")
 
 
 def _panels(matrices: Any) -> tuple[list[np.ndarray], tuple[int, int] | None]:
