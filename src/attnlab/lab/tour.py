@@ -84,20 +84,10 @@ class Tour:
         if run in self.pending:
             self.pending.pop(run).result()  # a worker's failure is raised here, in the claim that needs the run
         if not (run / MODEL_FILE).is_file():
-            resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
             steps = "" if max_steps is None else f", {max_steps} steps"
-            self.log(f"  training {experiment} ({budget} budget{steps}){' (resuming)' if resume else ''}")
-            train_experiment(
-                experiment,
-                run,
-                budget=budget,
-                max_steps=None if resume else max_steps,
-                seed=None if resume else self.seed,
-                resume=resume,
-                force=not resume and run.exists(),
-                progress=self.progress,
-                verbose=False,
-            )
+            resuming = " (resuming)" if _resumable(run) else ""
+            self.log(f"  training {experiment} ({budget} budget{steps}){resuming}")
+            _train(experiment, run, budget, max_steps, self.seed, self.progress)
             self.trained.append(experiment)
         return run
 
@@ -177,10 +167,13 @@ def claim(number: int, title: str, statement: str, *, trains: Trainings = ()):
     return register
 
 
-def _train_in_worker(experiment: str, run: Path, budget: str, max_steps: int | None, seed: int) -> None:
-    """One training in a worker process, on one thread (resumes an interrupted run)."""
-    torch.set_num_threads(1)
-    resume = (run / "run.json").is_file() and (run / "checkpoint").exists()
+def _resumable(run: Path) -> bool:
+    return (run / "run.json").is_file() and (run / "checkpoint").exists()
+
+
+def _train(experiment: str, run: Path, budget: str, max_steps: int | None, seed: int, progress: bool) -> None:
+    """Train ``experiment`` into ``run``: resume an interrupted run, start over anything else there."""
+    resume = _resumable(run)
     train_experiment(
         experiment,
         run,
@@ -189,9 +182,15 @@ def _train_in_worker(experiment: str, run: Path, budget: str, max_steps: int | N
         seed=None if resume else seed,
         resume=resume,
         force=not resume and run.exists(),
-        progress=False,
+        progress=progress,
         verbose=False,
     )
+
+
+def _train_in_worker(experiment: str, run: Path, budget: str, max_steps: int | None, seed: int) -> None:
+    """One training in a worker process, on one thread, without progress bars."""
+    torch.set_num_threads(1)
+    _train(experiment, run, budget, max_steps, seed, progress=False)
 
 
 def _train_ahead(tour: Tour, numbers: list[int], jobs: int) -> ProcessPoolExecutor | None:
