@@ -8,7 +8,8 @@ attention sites without allocating it.
 ``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
 [--max-steps N] [--seed S] [--resume | --force]`` trains one (``torchrun --nproc_per_node N -m attnlab.cli train
 ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
-[--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab explain WORD...
+[--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab export SOURCE...
+--out FILE [--dtype float16]`` writes a weight file to ship (several sources are averaged); ``attnlab explain WORD...
 [--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word
 and a heatmap of the letters each phoneme attended to. Every failure exits non-zero
 with one line on stderr.
@@ -119,6 +120,17 @@ def _eval(args: argparse.Namespace) -> int:
                 print(f"  length {length:>3}: " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
         elif isinstance(value, float) and key not in ("seconds", "items_per_s"):
             print(f"  {key:<14} {value:.2f}")
+    return 0
+
+
+@_reports_errors
+def _export(args: argparse.Namespace) -> int:
+    from .experiments import export_model
+
+    export = export_model(args.sources, args.out, dtype=args.dtype, note=args.note)
+    size = Path(args.out).stat().st_size
+    what = f"the average of {export['averaged']} weight files" if export["averaged"] > 1 else "one weight file"
+    print(f"attnlab export: wrote {args.out} ({size / 2**20:.1f} MiB, {export['storage_dtype']}) from {what}")
     return 0
 
 
@@ -267,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--by-length", action="store_true", help="add the scores per input length")
     evaluate.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     evaluate.set_defaults(run=_eval)
+
+    exporting = sub.add_parser(
+        "export",
+        help="write a weight file to ship: one run's weights, or the average of several (checkpoint averaging), "
+        "stored as float16 by default",
+    )
+    exporting.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="run directories or .safetensors files of one model"
+    )
+    exporting.add_argument("--out", required=True, metavar="FILE", help="the file to write (.safetensors)")
+    exporting.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                           help="how the weights are stored (default float16: half the size)")  # fmt: skip
+    exporting.add_argument("--note", default=None, metavar="TEXT", help="a note kept in the file's metadata")
+    exporting.set_defaults(run=_export)
 
     explain = sub.add_parser("explain", help="decode words with a G2P model and show which letters each phoneme "
                              "attended to")  # fmt: skip

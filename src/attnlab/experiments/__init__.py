@@ -18,11 +18,13 @@ canvas-KIND-MODEL      digit canvases: plain CNN, CNN + each attention block, Vi
 
 Budgets: ``smoke`` (seconds), ``quick`` (minutes), ``full`` (hours) on a 2-core CPU; see
 :mod:`attnlab.experiments.g2p` and :mod:`attnlab.experiments.synthetic` for the exact plans.
+:mod:`attnlab.experiments.export` writes a shippable weight file (float16, optionally averaged over checkpoints).
 :mod:`attnlab.experiments.sweep` trains experiments over seeds, resumably, and tabulates them.
 """
 
 from . import g2p, lab, reader, synthetic, vision  # noqa: F401  (registers the experiments)
 from .base import BUDGETS, Budget, Experiment, Task, available_experiments, experiment_table, get_experiment, register
+from .export import export_model
 from .models import MODELS, LoadedModel, build_model, load_model, model_spec, parameter_count
 from .run import SHIPPED_G2P_MODEL, evaluate_model, resolve_model_path, train_experiment
 from .tasks import G2PTask, ReverseTask, decode, task_from_spec
@@ -42,6 +44,7 @@ __all__ = [
     "decode",
     "evaluate_model",
     "experiment_table",
+    "export_model",
     "get_experiment",
     "load_model",
     "model_spec",

@@ -37,10 +37,14 @@ from attnlab.train.checkpoint import CheckpointError, apply_model_state, load_te
 from .reader import CrossReaderConfig, CrossReaderModel, SingleStreamConfig, SingleStreamReaderModel
 from .vision import CanvasCNN, CanvasCNNConfig, CanvasViT, CanvasViTConfig
 
-__all__ = ["MODELS", "MODEL_FORMAT", "LoadedModel", "build_model", "load_model", "model_spec", "parameter_count"]
+__all__ = ["MODELS", "MODEL_FORMAT", "STORAGE_DTYPES", "LoadedModel", "build_model", "load_model", "model_spec",
+           "parameter_count"]  # fmt: skip
 
 MODEL_FORMAT = "attnlab-model"
 MODEL_FORMAT_VERSION = 1
+# how a file may store its floating weights (metadata "storage_dtype", written by attnlab.experiments.export);
+# loading widens them to the model's own dtype
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # class name -> (module class, its config dataclass)
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -97,6 +101,21 @@ class LoadedModel:
         return self.metadata["task"]
 
 
+def _widen(tensors: dict[str, torch.Tensor], storage: Any, model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """Floating weights stored as ``storage`` (an exported file) cast to the dtype the model holds them in."""
+    if storage not in STORAGE_DTYPES:
+        raise ValueError(f"{path}: storage_dtype: expected one of {sorted(STORAGE_DTYPES)}, received {storage!r}")
+    expected = model.state_dict()
+    widened = dict(tensors)
+    for name, tensor in tensors.items():
+        if name in expected and tensor.is_floating_point() and expected[name].is_floating_point():
+            if tensor.dtype != STORAGE_DTYPES[storage]:
+                raise CheckpointError(f"{path}: {name}: the file says its weights are {storage}, this one is "
+                                      f"{tensor.dtype}")  # fmt: skip
+            widened[name] = tensor.to(expected[name].dtype)
+    return widened
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild and load the model in a weight file written by a training run (never unpickles).
 
@@ -120,5 +139,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
         model = build_model(metadata.get("model"))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    if "storage_dtype" in metadata:
+        tensors = _widen(tensors, metadata["storage_dtype"], model, path)
     apply_model_state(model, tensors, source=path)
     return LoadedModel(model.to(device).eval(), metadata, path)

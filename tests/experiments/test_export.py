@@ -1,0 +1,102 @@
+"""`attnlab export`: float16 storage that loads back to the model's dtype, checkpoint averaging, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.experiments import G2PTask, export_model, get_experiment, load_model, model_spec
+from attnlab.train.checkpoint import CheckpointError, load_tensors, save_tensors
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return G2PTask(**get_experiment("g2p-transformer").budget("smoke").data)
+
+
+def _weights(tmp_path, task, seed, *, step=10, scale=1.0):
+    torch.manual_seed(seed)
+    experiment = get_experiment("g2p-transformer")
+    model = experiment.make_model(task, **experiment.budget("smoke").model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    meta = {"format": "attnlab-model", "version": 1, "model": model_spec(model), "task": task.spec(), "step": step,
+            "dev": {"wer_no_stress": 50.0 - seed}}  # fmt: skip
+    path = tmp_path / f"w{seed}.safetensors"
+    save_tensors(path, model.state_dict(), meta)
+    return path, model.state_dict()
+
+
+def test_float16_export_halves_the_file_and_loads_back_as_float32(tmp_path, task):
+    path, state = _weights(tmp_path, task, 0)
+    out = tmp_path / "shipped.safetensors"
+    export = export_model([path], out)
+    assert export["averaged"] == 1 and export["storage_dtype"] == "float16"
+    stored, meta = load_tensors(out)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    assert meta["step"] == 10 and meta["dev"] == {"wer_no_stress": 50.0} and meta["export"]["sources"][0]["step"] == 10
+    assert out.stat().st_size < 0.6 * path.stat().st_size
+    loaded = load_model(out)
+    for name, value in loaded.model.state_dict().items():
+        assert value.dtype == state[name].dtype
+        # float16 keeps 11 significant bits: relative error at most 2^-11 (absolute below float16's normal range)
+        assert torch.allclose(value, state[name], rtol=2**-11, atol=6e-8)
+
+
+def test_several_sources_are_averaged_parameter_by_parameter(tmp_path, task):
+    sources = [_weights(tmp_path, task, seed, step=100 * (seed + 1)) for seed in range(3)]
+    out = tmp_path / "avg.safetensors"
+    export = export_model([p for p, _ in sources], out, dtype="float32", note="last three")
+    assert export["averaged"] == 3 and [s["step"] for s in export["sources"]] == [100, 200, 300]
+    tensors, meta = load_tensors(out)
+    assert meta["step"] == 300 and meta["dev"] is None and meta["export"]["note"] == "last three"
+    for name, value in tensors.items():
+        expected = sum(state[name].double() for _, state in sources) / 3
+        torch.testing.assert_close(value, expected.float(), rtol=0, atol=1e-7)
+
+
+def test_export_refuses_mixed_models_overflow_and_overwriting_a_source(tmp_path, task):
+    path, _ = _weights(tmp_path, task, 0)
+    other_task = G2PTask(**get_experiment("g2p-rnn").budget("smoke").data)
+    torch.manual_seed(0)
+    experiment = get_experiment("g2p-rnn")
+    rnn = experiment.make_model(other_task, **experiment.budget("smoke").model)
+    meta = {"format": "attnlab-model", "version": 1, "model": model_spec(rnn), "task": other_task.spec()}
+    save_tensors(tmp_path / "rnn.safetensors", rnn.state_dict(), meta)
+    with pytest.raises(ValueError, match="its model differs"):
+        export_model([path, tmp_path / "rnn.safetensors"], tmp_path / "x.safetensors")
+    huge, _ = _weights(tmp_path, task, 1, scale=1e6)
+    with pytest.raises(ValueError, match="does not fit float16"):
+        export_model([huge], tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+    export_model([huge], tmp_path / "x.safetensors", dtype="bfloat16")  # bfloat16 has float32's range
+    with pytest.raises(ValueError, match="is one of the sources"):
+        export_model([path], path)
+    with pytest.raises(ValueError, match="named twice"):
+        export_model([path, path], tmp_path / "y.safetensors")
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        export_model([path], tmp_path / "y.safetensors", dtype="int8")
+
+
+def test_a_file_whose_weights_contradict_its_storage_dtype_is_refused(tmp_path, task):
+    path, _ = _weights(tmp_path, task, 0)
+    tensors, meta = load_tensors(path)
+    save_tensors(tmp_path / "liar.safetensors", tensors, {**meta, "storage_dtype": "float16"})
+    with pytest.raises(CheckpointError, match="says its weights are float16"):
+        load_model(tmp_path / "liar.safetensors")
+    save_tensors(tmp_path / "odd.safetensors", tensors, {**meta, "storage_dtype": "float8"})
+    with pytest.raises(ValueError, match="storage_dtype: expected one of"):
+        load_model(tmp_path / "odd.safetensors")
+
+
+def test_cli_export_reports_what_it_wrote(tmp_path, task, capsys):
+    path, _ = _weights(tmp_path, task, 0)
+    assert main(["export", str(path), "--out", str(tmp_path / "s.safetensors")]) == 0
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "s.safetensors").is_file()
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "t.safetensors")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such file" in err[0]
