@@ -1,4 +1,5 @@
-"""What several claims share: one example's attention weights from a trained model, and number formatting."""
+"""What several claims share: one example's attention weights from a trained model, a trained run's numbers for a
+comparison, and number formatting."""
 
 from __future__ import annotations
 
@@ -37,6 +38,22 @@ def parameters(loaded: LoadedModel) -> int:
 def final_metric(history: list[dict[str, Any]], metric: str) -> float:
     """The best dev value of ``metric`` over a run's evaluations (higher is better)."""
     return max(float(row[metric]) for row in history) if history else float("nan")
+
+
+def run_numbers(
+    tour: Any, experiment: str, test: dict[str, str], dev: dict[str, str] | None = None, speed: bool = False
+) -> tuple[dict[str, Any], LoadedModel]:
+    """A trained run's numbers for a comparison, and its model: ``experiment``, the test scores ``test`` names
+    (``{name: score}``), the best dev value of each metric ``dev`` names (``{name: metric}``), ``parameters``, with
+    ``speed`` the last dev evaluation's ``tokens_per_s``, and ``train_seconds`` (None for a run never evaluated)."""
+    scores, history, loaded = tour.evaluation(experiment), tour.history(experiment), tour.model(experiment)
+    numbers = {"experiment": experiment, **{name: scores[score] for name, score in test.items()}}
+    numbers.update({name: final_metric(history, metric) for name, metric in (dev or {}).items()})
+    numbers["parameters"] = parameters(loaded)
+    if speed:
+        numbers["tokens_per_s"] = history[-1].get("tokens_per_s") if history else None
+    numbers["train_seconds"] = history[-1]["train_seconds"] if history else None
+    return numbers, loaded
 
 
 def steps_to(history: list[dict[str, Any]], metric: str, target: float) -> int | None:

@@ -10,7 +10,7 @@ from attnlab.viz.images import overlay_maps
 from ..evidence import Figure, Table, Verdict
 from ..image_maps import pixel_attention_map, reader_token_maps
 from ..tour import Tour, claim
-from ._common import final_metric, parameters
+from ._common import run_numbers
 
 READERS = {"cross-attention reader (AT)": "reader-cross", "single-stream reader (SA)": "reader-single"}
 # The long-range canvas task: the class of the digit an arrow points at, far from the arrow. Plain CNN vs blocks.
@@ -39,25 +39,17 @@ def _test_canvas(tour: Tour, experiment: str) -> tuple[torch.Tensor, list[int] |
 def two_modalities(tour: Tour):
     rows, numbers, panels = [], {}, []
     for label, experiment in READERS.items():
-        test = tour.evaluation(experiment)
-        history = tour.history(experiment)
-        loaded = tour.model(experiment)
-        numbers[label] = {
-            "experiment": experiment,
-            "exact_reads": test["exact_reads"],
-            "token_accuracy": test["token_accuracy"],
-            "parameters": parameters(loaded),
-            "best_dev_exact_reads": final_metric(history, "exact_reads"),
-            "train_seconds": history[-1]["train_seconds"] if history else None,
-        }
+        test = {"exact_reads": "exact_reads", "token_accuracy": "token_accuracy"}
+        numbers[label], loaded = run_numbers(tour, experiment, test, {"best_dev_exact_reads": "exact_reads"})
+        row = numbers[label]
         rows.append(
             [
                 label,
                 experiment,
-                parameters(loaded),
-                round(100 * test["exact_reads"], 1),
-                round(100 * test["token_accuracy"], 1),
-                round(numbers[label]["train_seconds"] or 0),
+                row["parameters"],
+                round(100 * row["exact_reads"], 1),
+                round(100 * row["token_accuracy"], 1),
+                round(row["train_seconds"] or 0),
             ]
         )
         image, _ = _test_canvas(tour, experiment)
@@ -90,23 +82,16 @@ def two_modalities(tour: Tour):
 def cnn_blocks(tour: Tour):
     rows, numbers, accuracy = [], {}, {}
     for label, experiment in CANVAS.items():
-        test = tour.evaluation(experiment)
-        loaded = tour.model(experiment)
-        history = tour.history(experiment)
-        numbers[label] = {
-            "experiment": experiment,
-            "test_accuracy": test["accuracy"],
-            "parameters": parameters(loaded),
-            "train_seconds": history[-1]["train_seconds"] if history else None,
-        }
-        accuracy[label] = test["accuracy"]
+        numbers[label], _ = run_numbers(tour, experiment, {"test_accuracy": "accuracy"})
+        row = numbers[label]
+        accuracy[label] = row["test_accuracy"]
         rows.append(
             [
                 label,
                 experiment,
-                parameters(loaded),
-                round(test["accuracy"], 1),
-                round(numbers[label]["train_seconds"] or 0),
+                row["parameters"],
+                round(row["test_accuracy"], 1),
+                round(row["train_seconds"] or 0),
             ]
         )
     path, name = tour.figure("claim-13-accuracy")

@@ -17,7 +17,7 @@ from attnlab.viz import figures
 
 from ..evidence import Figure, Table, Verdict
 from ..tour import Tour, claim
-from ._common import example_pair, example_weights, final_metric, parameters, steps_to
+from ._common import example_pair, example_weights, run_numbers, steps_to
 
 METRIC = "accuracy"  # percent of sequences reversed exactly
 
@@ -26,19 +26,8 @@ def _compare(tour: Tour, names: dict[str, str]) -> tuple[Table, dict[str, dict[s
     """Test accuracy, best dev accuracy, parameters and speed of several runs, one row each."""
     rows, numbers = [], {}
     for label, experiment in names.items():
-        test = tour.evaluation(experiment)
-        history = tour.history(experiment)
-        loaded = tour.model(experiment)
-        speed = history[-1].get("tokens_per_s") if history else None
-        numbers[label] = {
-            "experiment": experiment,
-            "test_accuracy": test[METRIC],
-            "token_accuracy": test["token_accuracy"],
-            "dev_accuracy": final_metric(history, METRIC),
-            "parameters": parameters(loaded),
-            "tokens_per_s": speed,
-            "train_seconds": history[-1]["train_seconds"] if history else None,
-        }
+        test = {"test_accuracy": METRIC, "token_accuracy": "token_accuracy"}
+        numbers[label], _ = run_numbers(tour, experiment, test, {"dev_accuracy": METRIC}, speed=True)
         row = numbers[label]
         rows.append(
             [
@@ -52,6 +41,11 @@ def _compare(tour: Tour, names: dict[str, str]) -> tuple[Table, dict[str, dict[s
     # Training speed is not tabled here: the runs may have trained beside others (claim 11 times it alone).
     columns = ["model", "experiment", "parameters", "test accuracy %", "token accuracy %"]
     return Table("Sequence reversal, test split (greedy decoding)", columns, rows), numbers
+
+
+def _as_good(candidate: float, baseline: float) -> bool:
+    """Whether a variant trains as well as the model it varies: test accuracy within 5 points and above 50%."""
+    return candidate >= baseline - 5.0 and candidate >= 50.0
 
 
 @claim(
@@ -87,7 +81,7 @@ def decoder_only(tour: Tour):
     deconly = numbers["decoder-only (SA only)"]["test_accuracy"]
     ratio = numbers["decoder-only (SA only)"]["parameters"] / numbers["encoder-decoder (SA + AT)"]["parameters"]
     verdict = Verdict.check(
-        deconly >= encdec - 5.0 and deconly >= 50.0,
+        _as_good(deconly, encdec),
         f"decoder-only {deconly:.1f}% vs encoder-decoder {encdec:.1f}% of test sequences exactly right, at "
         f"{ratio:.2f}x the parameters (holds when within 5 points and above 50%)",
     )
@@ -127,7 +121,7 @@ def multi_head(tour: Tour):
     one, four = numbers["1 head"]["test_accuracy"], numbers["4 heads"]["test_accuracy"]
     numbers["head_difference_l1_per_row"] = spread
     verdict = Verdict.check(
-        four >= one - 5.0 and four >= 50.0,
+        _as_good(four, one),
         f"4 heads {four:.1f}% vs 1 head {one:.1f}% test accuracy; heads differ by up to {spread:.2f} "
         "(L1 per query row, 0 = identical, 2 = disjoint)",
     )
@@ -164,7 +158,7 @@ def projections(tour: Tour):
         title="Additive cross-attention with and without Q/K/V projections",
     )
     verdict = Verdict.check(
-        projected >= plain - 5.0 and projected >= 50.0,
+        _as_good(projected, plain),
         f"with projections {projected:.1f}% vs without {plain:.1f}% test accuracy",
     )
     return verdict, [table], [Figure(name, "Dev accuracy while training, with and without projections.")], numbers
