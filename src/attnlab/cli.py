@@ -127,9 +127,11 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .experiments import export_model
 
-    export = export_model(args.sources, args.out, dtype=args.dtype, note=args.note)
+    export = export_model(args.sources, args.out, dtype=args.dtype, note=args.note, ensemble=args.ensemble)
     size = Path(args.out).stat().st_size
     what = f"the average of {export['averaged']} weight files" if export["averaged"] > 1 else "one weight file"
+    if export["ensemble"]:
+        what = f"an ensemble of {export['ensemble']} models"
     print(f"attnlab export: wrote {args.out} ({size / 2**20:.1f} MiB, {export['storage_dtype']}) from {what}")
     return 0
 
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                            help="how the weights are stored (default float16: half the size)")  # fmt: skip
     exporting.add_argument("--note", default=None, metavar="TEXT", help="a note kept in the file's metadata")
+    exporting.add_argument(
+        "--ensemble", action="store_true", help="combine models of one task: decode with their mean distribution"
+    )
     exporting.set_defaults(run=_export)
 
     explain = sub.add_parser("explain", help="decode words with a G2P model and show which letters each phoneme "

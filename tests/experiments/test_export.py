@@ -100,3 +100,25 @@ def test_cli_export_reports_what_it_wrote(tmp_path, task, capsys):
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "t.safetensors")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such file" in err[0]
+
+
+def test_ensemble_export_combines_different_models_of_one_task(tmp_path, task):
+    transformer_path, transformer_state = _weights(tmp_path, task, 0)
+    torch.manual_seed(1)
+    experiment = get_experiment("g2p-bahdanau")
+    rnn = experiment.make_model(task, **experiment.budget("smoke").model)
+    meta = {"format": "attnlab-model", "version": 1, "model": model_spec(rnn), "task": task.spec(),
+            "experiment": "g2p-bahdanau", "parameters": sum(p.numel() for p in rnn.parameters())}  # fmt: skip
+    save_tensors(tmp_path / "rnn.safetensors", rnn.state_dict(), meta)
+    out = tmp_path / "ensemble.safetensors"
+    export = export_model([transformer_path, tmp_path / "rnn.safetensors"], out, dtype="float32", ensemble=True)
+    assert export["ensemble"] == 2
+    loaded = load_model(out)
+    assert type(loaded.model).__name__ == "Ensemble" and loaded.metadata["experiment"].startswith("ensemble(")
+    state = loaded.model.state_dict()
+    assert all(torch.equal(state[f"members.0.{n}"], v) for n, v in transformer_state.items())
+    assert all(torch.equal(state[f"members.1.{n}"], v) for n, v in rnn.state_dict().items())
+    other = G2PTask(**get_experiment("g2p-rnn").budget("smoke").data, tgt_vocab=task.src_vocab)
+    save_tensors(tmp_path / "other.safetensors", rnn.state_dict(), {**meta, "task": other.spec()})
+    with pytest.raises(ValueError, match="its task differs"):
+        export_model([transformer_path, tmp_path / "other.safetensors"], tmp_path / "x.safetensors", ensemble=True)

@@ -1,11 +1,13 @@
-"""Ship a trained model: one weight file made from a run's weights, or from the average of several of them.
+"""Ship a trained model: one weight file made from a run's weights, the average of several, or an ensemble.
 
-``attnlab export SOURCE... --out FILE [--dtype float16]``. With several sources the weights are averaged
-parameter by parameter (checkpoint averaging: Vaswani et al. 2017 average the last checkpoints of a run, which
-lands nearer the centre of the basin the late iterates circle than any one of them). Sources must rebuild the same
-model for the same task. ``--dtype float16`` halves the file; :func:`~attnlab.experiments.models.load_model`
-widens the weights back to the model's own dtype, and the export refuses a weight that does not fit the storage
-type (a float16 overflow) instead of writing infinities.
+``attnlab export SOURCE... --out FILE [--dtype float16] [--ensemble]``. With several sources the weights are
+averaged parameter by parameter (checkpoint averaging: Vaswani et al. 2017 average the last checkpoints of a run,
+which lands nearer the centre of the basin the late iterates circle than any one of them); sources must then
+rebuild the same model for the same task. With ``--ensemble`` the sources may be different models of one task
+(same vocabularies): the file holds an :class:`~attnlab.seq.Ensemble` of them, which decodes with the mean of
+their next-token distributions, its weights under ``members.I.``. ``--dtype float16`` halves the file;
+:func:`~attnlab.experiments.models.load_model` widens the weights back to the model's own dtype, and the export
+refuses a weight that does not fit the storage type (a float16 overflow) instead of writing infinities.
 
 The file keeps the first source's metadata (model, task, experiment, training config) and adds ``export``: each
 source's path, step and dev scores, and the storage dtype. ``dev`` of an average is None: nobody has measured it
@@ -36,10 +38,15 @@ def _same(what: str, first: Any, other: Any, path: Path, first_path: Path) -> No
 
 
 def export_model(
-    sources: Sequence[str | Path], out: str | Path, *, dtype: str = "float16", note: str | None = None
+    sources: Sequence[str | Path],
+    out: str | Path,
+    *,
+    dtype: str = "float16",
+    note: str | None = None,
+    ensemble: bool = False,
 ) -> dict[str, Any]:
-    """Write ``out`` from ``sources`` (run directories or weight files; several are averaged); returns its
-    ``export`` metadata.
+    """Write ``out`` from ``sources`` (run directories or weight files; several are averaged, or with ``ensemble``
+    combined as an :class:`~attnlab.seq.Ensemble`); returns its ``export`` metadata.
 
     Raises:
         ValueError: no sources, an unknown ``dtype``, sources of different models or tasks, a source that is not
@@ -61,6 +68,9 @@ def export_model(
     if first_meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{paths[0]}: expected an attnlab model file, received metadata format "
                          f"{first_meta.get('format')!r}")  # fmt: skip
+    if ensemble:
+        tensors, metadata, described = _ensemble(paths, first_tensors, first_meta)
+        return _write(out, tensors, metadata, described, dtype, note, averaged=1)
     sums = {name: t.to(torch.float64) if t.is_floating_point() else t for name, t in first_tensors.items()}
     described = [_describe(paths[0], first_meta)]
     for path in paths[1:]:
@@ -77,31 +87,64 @@ def export_model(
                 _same(f"integer tensor {name!r}", True, torch.equal(sums[name], tensor), path, paths[0])
         described.append(_describe(path, meta))
 
+    averaged = {name: total / len(paths) if total.is_floating_point() else total for name, total in sums.items()}
+    metadata = {**first_meta, "step": max(d["step"] or 0 for d in described)}
+    if len(paths) > 1:
+        metadata["dev"] = None  # measured for each source, not for their average
+    return _write(out, averaged, metadata, described, dtype, note, averaged=len(paths))
+
+
+def _ensemble(
+    paths: Sequence[Path], first_tensors: dict[str, torch.Tensor], first_meta: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[dict[str, Any]]]:
+    """One Ensemble file's tensors (``members.I.NAME``) and metadata from member weight files of one task."""
+    tensors, specs, experiments, described, parameters = {}, [], [], [], 0
+    for i, path in enumerate(paths):
+        member, meta = (first_tensors, first_meta) if i == 0 else load_tensors(path)
+        for key in ("format", "version", "task"):
+            _same(key, first_meta.get(key), meta.get(key), path, paths[0])
+        tensors.update({f"members.{i}.{name}": tensor for name, tensor in member.items()})
+        specs.append(meta["model"])
+        experiments.append(str(meta.get("experiment")))
+        parameters += int(meta.get("parameters") or sum(t.numel() for t in member.values()))
+        described.append(_describe(path, meta))
+    metadata = {**first_meta, "model": {"class": "Ensemble", "config": {"members": specs}},
+                "experiment": f"ensemble({', '.join(experiments)})", "parameters": parameters, "dev": None,
+                "step": None, "train_config": None}  # fmt: skip
+    return tensors, metadata, described
+
+
+def _write(
+    out: Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, Any],
+    described: list[dict[str, Any]],
+    dtype: str,
+    note: str | None,
+    *,
+    averaged: int,
+) -> dict[str, Any]:
     storage = STORAGE_DTYPES[dtype]
-    averaged: dict[str, torch.Tensor] = {}
-    for name, total in sums.items():
-        if not total.is_floating_point():
-            averaged[name] = total
+    stored: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            stored[name] = tensor
             continue
-        value = (total / len(paths)).to(storage)
+        value = tensor.to(storage)
         if not torch.isfinite(value).all():
-            worst = float(total.abs().max() / len(paths))
+            worst = float(tensor.abs().max())
             raise ValueError(f"tensor {name!r}: a weight of magnitude {worst:.3g} does not fit {dtype}; export "
                              "with --dtype float32 or bfloat16")  # fmt: skip
-        averaged[name] = value.contiguous()
-
+        stored[name] = value.contiguous()
     export = {
         "sources": described,
-        "averaged": len(paths),
+        "averaged": averaged,
+        "ensemble": len(described) if metadata["model"].get("class") == "Ensemble" else None,
         "storage_dtype": dtype,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **({"note": note} if note else {}),
     }
-    metadata = {**first_meta, "step": max(d["step"] or 0 for d in described), "export": export,
-                "storage_dtype": dtype}  # fmt: skip
-    if len(paths) > 1:
-        metadata["dev"] = None  # measured for each source, not for their average
-    save_tensors(out, averaged, metadata)
+    save_tensors(out, stored, {**metadata, "export": export, "storage_dtype": dtype})
     load_model(out)  # the file must load as written; raises (and names it) if not
     return export
 

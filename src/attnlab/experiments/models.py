@@ -26,6 +26,7 @@ from attnlab.seq import (
     DecoderOnlyConfig,
     DecoderOnlyTransformer,
     EncoderConfig,
+    Ensemble,
     RNNConfig,
     RNNSeq2Seq,
     Transformer,
@@ -60,7 +61,10 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """``{"class", "config"}`` (plain JSON) for a model listed in :data:`MODELS`."""
+    """``{"class", "config"}`` (plain JSON) for a model listed in :data:`MODELS`, or an
+    :class:`~attnlab.seq.Ensemble` of them (``{"class": "Ensemble", "config": {"members": [spec, ...]}}``)."""
+    if isinstance(model, Ensemble):
+        return {"class": "Ensemble", "config": {"members": [model_spec(member) for member in model.members]}}
     name = type(model).__name__
     if name not in MODELS or not isinstance(model, MODELS[name][0]):
         raise TypeError(f"model: expected one of {sorted(MODELS)}, received {type(model).__qualname__}")
@@ -72,6 +76,12 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     if not isinstance(spec, dict) or not {"class", "config"} <= spec.keys():
         raise ValueError(f"model spec: expected {{'class': ..., 'config': {{...}}}}, received {spec!r:.200}")
     name = spec["class"]
+    if name == "Ensemble":
+        members = spec.get("config", {}).get("members") if isinstance(spec.get("config"), dict) else None
+        if not isinstance(members, list) or not members:
+            raise ValueError(f"model spec: Ensemble: expected config {{'members': [spec, ...]}}, received "
+                             f"{spec!r:.200}")  # fmt: skip
+        return Ensemble([build_model(member) for member in members])
     if name not in MODELS:
         raise ValueError(f"model spec: class: expected one of {sorted(MODELS)}, received {name!r}")
     module_class, config_class = MODELS[name]

@@ -11,6 +11,7 @@ LSTMNEncoder (encoder="lstmn") 1 self per layer and direction (tape history)   C
 Transformer                    N + M self, M cross                             Vaswani 2017
 TransformerClassifier          N self, no cross                                Devlin 2018 (BERT)
 DecoderOnlyTransformer         N self over [source; SEP; target], prefix mask  Raffel 2020 (prefix LM)
+Ensemble of the above          every member's, named members.I.SITE            Sutskever 2014 (mean p)
 =============================  ==============================================  ======================
 
 Every model has ``attention_sites()`` (from its config alone: works on the ``meta`` device),
@@ -20,6 +21,7 @@ Every model has ``attention_sites()`` (from its config alone: works on the ``met
 
 from .base import ClassifyInputs, Encoded, ModelOutput, Seq2SeqInputs, Site, as_head_weights, reorder_batch
 from .decode import Decodable, Decoded, beam_search, greedy
+from .ensemble import Ensemble
 from .loss import TokenLoss, token_cross_entropy
 from .lstmn import LSTMNEncoder, LSTMNLayer
 from .positions import LearnedPositions, SinusoidalPositions, get_positions
@@ -63,6 +65,7 @@ __all__ = [
     "Encoded",
     "EncoderConfig",
     "EncoderLayer",
+    "Ensemble",
     "FeedForward",
     "LSTMNEncoder",
     "LSTMNLayer",
