@@ -37,7 +37,7 @@ _RNN_BUDGETS = {name: Budget(train=_TRAIN[name], model=_SIZES[name], data=_DATA[
 _TRANSFORMER_SIZES = {
     "smoke": {"dim": 32, "heads": 2, "ffn_dim": 64, "dropout": 0.0},
     "quick": {"dim": 96, "heads": 4, "ffn_dim": 256, "dropout": 0.0},
-    "full": {"dim": 160, "heads": 4, "ffn_dim": 512, "dropout": 0.0},
+    "full": {"dim": 96, "heads": 4, "ffn_dim": 256, "dropout": 0.0},  # the quick size: see synthetic.py
 }
 _TRANSFORMER_TRAIN = {
     "smoke": _TRAIN["smoke"],
@@ -53,10 +53,10 @@ _TRANSFORMER_TRAIN = {
         checkpoint_every=200,
     ),
     "full": TrainConfig(
-        max_steps=15000,
+        max_steps=5000,
         batch_size=64,
         lr=5e-4,
-        warmup_steps=1000,
+        warmup_steps=500,
         min_lr_ratio=0.05,
         betas=(0.9, 0.98),
         clip_norm=1.0,

@@ -1,7 +1,9 @@
 """Synthetic reversal, for the length study (Bahdanau et al. 2014, Fig. 2): a GRU encoder-decoder without and
 with additive attention, trained on sequences of length 1..``max_len`` and scored per length.
 
-Full budget: lengths 1-100 over 20 symbols, 100,000 fresh training sequences, GRU width 256.
+Full budget: lengths 1-100 over 20 symbols, 100,000 training sequences, the quick budget's GRU (width 128), 5,000
+steps of 64 sequences. Keeping the quick sizes keeps the lab's equal-size partners (reverse-transformer,
+reverse-decoder-only, see :mod:`attnlab.experiments.lab`) equal at the full budget too.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ _DATA = {
 _SIZES = {
     "smoke": {"embed_dim": 16, "hidden": 32, "dropout": 0.0},
     "quick": {"embed_dim": 32, "hidden": 128, "dropout": 0.0},
-    "full": {"embed_dim": 64, "hidden": 256, "dropout": 0.0},
+    "full": {"embed_dim": 32, "hidden": 128, "dropout": 0.0},
 }
 _TRAIN = {
     "smoke": TrainConfig(max_steps=20, batch_size=32, lr=3e-3, warmup_steps=2, eval_every=10, checkpoint_every=5),
     "quick": TrainConfig(max_steps=600, batch_size=64, lr=3e-3, warmup_steps=60, min_lr_ratio=0.05,
                          clip_norm=1.0, eval_every=100, checkpoint_every=200),
-    "full": TrainConfig(max_steps=15000, batch_size=64, lr=2e-3, warmup_steps=500, min_lr_ratio=0.05,
-                        eval_every=1000, checkpoint_every=1000, patience=5, bf16=True),
+    "full": TrainConfig(max_steps=5000, batch_size=64, lr=3e-3, warmup_steps=300, min_lr_ratio=0.05, clip_norm=1.0,
+                        eval_every=500, checkpoint_every=500, patience=5, bf16=True),
 }  # fmt: skip
 _BUDGETS = {name: Budget(train=_TRAIN[name], model=_SIZES[name], data=_DATA[name]) for name in _DATA}
 
