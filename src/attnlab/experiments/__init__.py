@@ -9,6 +9,8 @@ g2p-luong              + Luong global general attention with input feeding (2015
 g2p-lstmn              LSTMN intra-attention encoder (Cheng 2016) + Bahdanau decoder
 g2p-transformer        Transformer encoder-decoder (Vaswani 2017)
 g2p-decoder-only       decoder-only Transformer over [source; SEP; target], prefix mask
+g2p-bahdanau-4heads    Bahdanau attention with 4 heads (multi-head vs single-head cross-attention)
+g2p-scores-FAMILY-S    the score grid on G2P: score S as AT in an LSTM decoder (rnn) or as SA in a Transformer
 reverse-rnn            sequence reversal up to length 100, GRU without attention (length study)
 reverse-bahdanau       the same with Bahdanau attention
 reader-cross           digit strings from images: GRU decoder with cross-attention over CNN features

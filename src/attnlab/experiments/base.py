@@ -21,6 +21,7 @@ from attnlab.train.trainer import TrainConfig, TrainData, Validation
 
 __all__ = [
     "BUDGETS",
+    "GRID_SCORES",
     "Budget",
     "Experiment",
     "Task",
@@ -29,6 +30,8 @@ __all__ = [
     "register",
 ]
 
+# the score grid (claim 8): every score of the core, as AT in an RNN decoder and as SA in a Transformer
+GRID_SCORES = ("dot", "scaled_dot", "general", "additive", "cosine", "location")
 BUDGETS = ("smoke", "quick", "full")
 
 

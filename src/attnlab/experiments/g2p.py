@@ -12,6 +12,7 @@ decoder-only 1.2-1.4 s (3,072-token batches, about 200 sentences).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from torch import nn
@@ -19,7 +20,7 @@ from torch import nn
 from attnlab.seq import DecoderOnlyConfig, DecoderOnlyTransformer, RNNConfig, RNNSeq2Seq, Transformer, TransformerConfig
 from attnlab.train.trainer import TrainConfig
 
-from .base import Budget, Experiment, register
+from .base import GRID_SCORES, Budget, Experiment, register
 from .tasks import G2PTask
 
 __all__ = ["G2P_DATA"]
@@ -81,7 +82,7 @@ def _rnn(**fixed: Any):
     return make
 
 
-def _transformer(task: G2PTask, **size: Any) -> nn.Module:
+def _transformer(task: G2PTask, **size: Any) -> nn.Module:  # size may also set the self-attention score
     return Transformer(TransformerConfig(src_vocab=len(task.src_vocab), tgt_vocab=len(task.tgt_vocab), max_len=64,
                                          **size))  # fmt: skip
 
@@ -138,8 +139,41 @@ register(
         _budgets(_TRANSFORMER_SIZES, _TRANSFORMER_TRAIN),
     )
 )
+register(
+    Experiment(
+        "g2p-bahdanau-4heads",
+        "G2P, LSTM encoder-decoder with 4-head Bahdanau additive cross-attention (multi-head applies to AT too)",
+        G2PTask,
+        _rnn(cell="lstm", attention="bahdanau", score="additive", heads=4),
+        _RNN_BUDGETS,
+    )
+)
 register(Experiment(
     "g2p-decoder-only",
     "G2P, decoder-only Transformer over [letters; SEP; phonemes] with a prefix mask: self-attention simulating AT",
     G2PTask, _decoder_only, _budgets(_DECODER_ONLY_SIZES, _TRANSFORMER_TRAIN),
 ))  # fmt: skip
+
+
+# -- the score grid on G2P: each score as cross-attention (AT) in the RNN decoder and as self-attention (SA) in the
+# Transformer (both stacks; its cross-attention stays scaled dot-product). The RNN encoder is unidirectional here, so
+# encoder and decoder states are equally wide and dot/cosine need no projection (as in the reversal grid).
+for _score in GRID_SCORES:
+    register(
+        Experiment(
+            f"g2p-scores-rnn-{_score}",
+            f"G2P score grid: '{_score}' as cross-attention (AT) from an LSTM decoder over a unidirectional encoder",
+            G2PTask,
+            _rnn(cell="lstm", attention="bahdanau", score=_score, bidirectional=False),
+            _RNN_BUDGETS,
+        )
+    )
+    register(
+        Experiment(
+            f"g2p-scores-transformer-{_score}",
+            f"G2P score grid: '{_score}' as self-attention (SA) in both stacks of the Transformer",
+            G2PTask,
+            functools.partial(_transformer, score=_score),
+            _budgets(_TRANSFORMER_SIZES, _TRANSFORMER_TRAIN),
+        )
+    )

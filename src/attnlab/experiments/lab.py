@@ -25,13 +25,12 @@ from torch import nn
 from attnlab.seq import DecoderOnlyConfig, DecoderOnlyTransformer, RNNConfig, RNNSeq2Seq, Transformer, TransformerConfig
 from attnlab.train.trainer import TrainConfig
 
-from .base import Budget, Experiment, register
+from .base import GRID_SCORES, Budget, Experiment, register
 from .synthetic import _DATA, _SIZES, _TRAIN, _gru
 from .tasks import ReverseTask
 
 __all__ = ["GRID_SCORES"]
 
-GRID_SCORES = ("dot", "scaled_dot", "general", "additive", "cosine", "location")
 _RNN_BUDGETS = {name: Budget(train=_TRAIN[name], model=_SIZES[name], data=_DATA[name]) for name in _DATA}
 
 _TRANSFORMER_SIZES = {
