@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnlab.experiments import evaluate_model, train_experiment
-from attnlab.experiments.results import bin_scores, main, score_source, tables
+from attnlab.experiments.results import bin_scores, learning_curve, main, score_source, tables
 
 torch.set_num_threads(1)
 
@@ -56,3 +56,17 @@ def test_tables_and_cli(run, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="one task"):
         tables([rows[0], {**rows[0], "task": "g2p"}])
+
+
+def test_learning_curve_counts_the_tokens_trained_before_each_evaluation(run, capsys):
+    curve = learning_curve(run)
+    train = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
+    evals = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve] == [e["step"] for e in evals]
+    for row, logged in zip(curve, evals, strict=True):
+        assert row["tokens"] == sum(t["tokens"] for t in train if t["step"] <= row["step"])
+        assert row["accuracy"] == logged["accuracy"]
+    assert main(["--curves", str(run)]) == 0
+    assert capsys.readouterr().out.count("| reverse |") == len(curve)
+    assert main(["--curves", str(run / "nothing")]) == 1
+    assert "no train.jsonl" in capsys.readouterr().err

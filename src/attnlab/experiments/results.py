@@ -1,6 +1,7 @@
 """Tabulate trained sequence models for RESULTS.md: test scores, size, training time and speed, scores by length.
 
     python -m attnlab.experiments.results SOURCE... [--split test] [--beam K] [--limit N] [--out FILE.json]
+    python -m attnlab.experiments.results --curves RUN...
 
 Each SOURCE is a run directory or a weight file. A run directory is scored with its ``best.safetensors`` (the weights
 with the best dev score, what early stopping keeps) or, without one, its ``model.safetensors``. Every model is
@@ -9,6 +10,10 @@ and a by-length table, and with ``--out`` writes every number as JSON.
 
 Training time and speed are the run's own log at the step of the scored weights (``eval.jsonl``: optimizer seconds,
 no evaluation; tokens per second over the run so far): wall-clock on whatever else the machine was doing then.
+
+``--curves`` prints each run's learning curve instead (no decoding): at every dev evaluation the step, the epoch,
+the target tokens trained on so far (from ``train.jsonl``) and the dev score. Tokens, unlike seconds, compare runs
+that shared the machine unevenly; divide by a speed measured side by side to get a time.
 
 By length: G2P words are grouped by letters (2-4, 5-6, 7-8, 9-10, 11-12, 13+) and scored by WER without stress;
 reversal by sequence length in tens (1-10, ..., 91-100), scored by exact-match accuracy. Pooled from the per-length
@@ -28,7 +33,7 @@ from attnlab.train.trainer import BEST_FILE, MODEL_FILE
 
 from .run import evaluate_model
 
-__all__ = ["BINS", "bin_scores", "main", "score_source", "tables"]
+__all__ = ["BINS", "bin_scores", "curve_table", "learning_curve", "main", "score_source", "tables"]
 
 # (low, high) inclusive; None: no upper end
 BINS: dict[str, list[tuple[int, int | None]]] = {
@@ -152,6 +157,43 @@ def tables(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _last_per_step(path: Path) -> dict[int, dict[str, Any]]:
+    """A JSON-lines log as ``{step: row}``, the last row of each step (a resumed run may repeat one)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["step"]: row for row in rows}
+
+
+def learning_curve(run: str | Path) -> list[dict[str, Any]]:
+    """``[{"step", "epoch", "tokens", METRIC: value}, ...]`` at each dev evaluation of a run directory."""
+    run = Path(run)
+    for name in ("train.jsonl", "eval.jsonl"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run}: no {name} (not a run directory, or it has not trained yet)")
+    train, evals = _last_per_step(run / "train.jsonl"), _last_per_step(run / "eval.jsonl")
+    tokens, cumulative = 0, {}
+    for step in sorted(train):
+        tokens += int(train[step]["tokens"])
+        cumulative[step] = (tokens, train[step]["epoch"])
+    curve = []
+    for step, row in sorted(evals.items()):
+        if step not in cumulative:
+            continue
+        scores = {k: v for k, v in row.items() if k in _SCORES and k not in ("words", "sequences")}
+        curve.append({"step": step, "epoch": cumulative[step][1], "tokens": cumulative[step][0], **scores})
+    return curve
+
+
+def curve_table(runs: Sequence[str | Path]) -> str:
+    """Markdown: every run's learning curve, one row per dev evaluation."""
+    lines = ["| run | step | epoch (from 0) | target tokens | dev scores |", "|---|---|---|---|---|"]
+    for run in runs:
+        for row in learning_curve(run):
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k not in ("step", "epoch", "tokens"))
+            lines.append(f"| {Path(run).name} | {row['step']:,} | {row['epoch']} | {row['tokens'] / 1e6:.2f}M | "
+                         f"{scores} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnlab.experiments.results", description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="run directories or weight files (one task)")
@@ -159,7 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--beam", type=int, default=1, metavar="K", help="also decode with a beam of K")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="score N items, evenly spaced")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE", help="write the rows as JSON")
+    parser.add_argument("--curves", action="store_true", help="print the runs' learning curves instead")
     args = parser.parse_args(argv)
+    if args.curves:
+        try:
+            print(curve_table(args.sources))
+        except (ValueError, OSError, KeyError) as error:
+            print(f"results: error: {error}", file=sys.stderr)
+            return 1
+        return 0
     try:
         rows = [score_source(s, split=args.split, beam=args.beam, limit=args.limit) for s in args.sources]
         print(tables(rows))
