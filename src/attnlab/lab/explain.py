@@ -14,6 +14,8 @@ Which weights. A model's attention sites come from ``attention_sites()``:
   ``[letters; SEP; BOS + phonemes]`` under a prefix mask. The block target rows x letter columns is its
   cross-attention equivalent. That block does not sum to 1 (the rest goes to SEP and earlier phonemes), so it
   is renormalised over the letters; ``source_mass`` keeps the share each row gave the letters before that;
+- an ensemble (:class:`~attnlab.seq.Ensemble`, ``attnlab export --ensemble``): its members' cross sites, named
+  ``members.I.SITE``; by default the last member's last one;
 - an RNN without attention has nothing to explain: a ``ValueError`` says so.
 
 Heads are averaged unless one ``head`` is asked for. Shapes: ``weights`` is ``[len(phonemes), len(letters)]``;
