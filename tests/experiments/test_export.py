@@ -80,6 +80,40 @@ def test_export_refuses_mixed_models_overflow_and_overwriting_a_source(tmp_path,
         export_model([path, path], tmp_path / "y.safetensors")
     with pytest.raises(ValueError, match="dtype: expected one of"):
         export_model([path], tmp_path / "y.safetensors", dtype="int8")
+    tensors, meta = load_tensors(path)
+    first = next(iter(tensors))
+    save_tensors(tmp_path / "nan.safetensors", {**tensors, first: tensors[first] * float("nan")}, meta)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        export_model([tmp_path / "nan.safetensors"], tmp_path / "y.safetensors")
+
+
+def test_a_failed_export_leaves_the_file_it_would_replace_untouched(tmp_path, task):
+    path, _ = _weights(tmp_path, task, 0)
+    out = tmp_path / "shipped.safetensors"
+    export_model([path], out)
+    before = out.read_bytes()
+    huge, _ = _weights(tmp_path, task, 1, scale=1e6)
+    with pytest.raises(ValueError, match="does not fit float16"):
+        export_model([huge], out)
+    from attnlab.experiments import vision
+
+    canvas = vision.CanvasCNN(vision.CanvasCNNConfig(num_classes=4))  # rebuilds, but is no seq2seq model
+    meta = {"format": "attnlab-model", "version": 1, "model": model_spec(canvas), "task": task.spec()}
+    for name in ("c1", "c2"):
+        save_tensors(tmp_path / f"{name}.safetensors", canvas.state_dict(), meta)
+    with pytest.raises(CheckpointError, match="cannot rebuild the model"):
+        export_model([tmp_path / "c1.safetensors", tmp_path / "c2.safetensors"], out, ensemble=True)
+    assert out.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no trial file left behind
+
+
+def test_averaging_an_export_with_its_float32_original_gives_the_original_back_within_float16(tmp_path, task):
+    path, state = _weights(tmp_path, task, 0)
+    export_model([path], tmp_path / "half.safetensors")
+    export_model([path, tmp_path / "half.safetensors"], tmp_path / "mean.safetensors", dtype="float32")
+    loaded = load_model(tmp_path / "mean.safetensors").model.state_dict()
+    for name, value in loaded.items():
+        torch.testing.assert_close(value, state[name], rtol=2**-12, atol=3e-8)
 
 
 def test_a_file_whose_weights_contradict_its_storage_dtype_is_refused(tmp_path, task):
@@ -118,6 +152,16 @@ def test_ensemble_export_combines_different_models_of_one_task(tmp_path, task):
     state = loaded.model.state_dict()
     assert all(torch.equal(state[f"members.0.{n}"], v) for n, v in transformer_state.items())
     assert all(torch.equal(state[f"members.1.{n}"], v) for n, v in rnn.state_dict().items())
+    half = tmp_path / "ensemble16.safetensors"
+    export_model([transformer_path, tmp_path / "rnn.safetensors"], half, ensemble=True)  # default float16
+    widened = load_model(half).model.state_dict()
+    assert {v.dtype for v in widened.values() if v.is_floating_point()} == {torch.float32}
+    for name, value in rnn.state_dict().items():
+        torch.testing.assert_close(widened[f"members.1.{name}"], value, rtol=2**-11, atol=6e-8)
+    with pytest.raises(ValueError, match="at least two models"):
+        export_model([transformer_path], tmp_path / "x.safetensors", ensemble=True)
+    with pytest.raises(ValueError, match="is an ensemble already"):
+        export_model([out, transformer_path], tmp_path / "x.safetensors", ensemble=True)
     other = G2PTask(**get_experiment("g2p-rnn").budget("smoke").data, tgt_vocab=task.src_vocab)
     save_tensors(tmp_path / "other.safetensors", rnn.state_dict(), {**meta, "task": other.spec()})
     with pytest.raises(ValueError, match="its task differs"):

@@ -70,3 +70,24 @@ def test_learning_curve_counts_the_tokens_trained_before_each_evaluation(run, ca
     assert capsys.readouterr().out.count("| reverse |") == len(curve)
     assert main(["--curves", str(run / "nothing")]) == 1
     assert "no train.jsonl" in capsys.readouterr().err
+
+
+def test_curves_survive_a_torn_last_line_and_null_metrics_and_refuse_a_lost_training_line(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    evals = (copy / "eval.jsonl").read_text().splitlines()
+    broken = json.loads(evals[-1]) | {"accuracy": None}
+    (copy / "eval.jsonl").write_text("\n".join([*evals[:-1], json.dumps(broken)]) + "\n")
+    with (copy / "train.jsonl").open("a") as log:
+        log.write('{"step": 99999, "tok')  # a write cut short by a kill
+    curve = learning_curve(copy)
+    assert curve[-1]["accuracy"] is None and len(curve) == len(evals)
+    assert main(["--curves", str(copy)]) == 0
+    assert "accuracy n/a" in capsys.readouterr().out
+    train = (copy / "train.jsonl").read_text().splitlines()[:-1]
+    last = json.loads(evals[-1])["step"]
+    (copy / "train.jsonl").write_text("\n".join(t for t in train if json.loads(t)["step"] != last) + "\n")
+    with pytest.raises(ValueError, match=f"eval.jsonl has step {last}, train.jsonl does not"):
+        learning_curve(copy)

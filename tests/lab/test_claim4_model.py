@@ -27,12 +27,15 @@ def test_claim_4_picks_the_shipped_transformer_or_trains_one(shipped, tmp_path, 
             model = Ensemble([_smoke("g2p-bahdanau", task), _smoke("g2p-transformer", task)])
         else:
             model = _smoke(shipped, task)
-        meta = {"format": "attnlab-model", "version": 1, "model": model_spec(model), "task": task.spec()}
+        meta = {"format": "attnlab-model", "version": 1, "model": model_spec(model), "task": task.spec(),
+                "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
         save_tensors(path, model.state_dict(), meta)
     found = text._shipped_transformer()
+    trainings = text._g2p_trainings(type("FakeTour", (), {"budget": "quick"})())
     if shipped in (None, "g2p-bahdanau"):
-        assert found is None
+        assert found is None and trainings == [("g2p-transformer", text.QUICK_STEPS)]
         return
+    assert trainings == []
     loaded, which = found
     assert isinstance(loaded.model, Transformer) and not loaded.model.training
     assert which == ("the shipped G2P model" if shipped == "g2p-transformer" else
@@ -40,3 +43,5 @@ def test_claim_4_picks_the_shipped_transformer_or_trains_one(shipped, tmp_path, 
     expected = model.state_dict()
     prefix = "members.1." if shipped == "ensemble" else ""
     assert all(torch.equal(v, expected[prefix + k]) for k, v in loaded.model.state_dict().items())
+    assert loaded.metadata["model"] == model_spec(loaded.model)  # the metadata describes the model it came with
+    assert loaded.metadata["parameters"] == sum(p.numel() for p in loaded.model.parameters())

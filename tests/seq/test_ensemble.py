@@ -66,19 +66,35 @@ def test_spec_round_trip_and_a_saved_ensemble_loads_back(tmp_path):
     spec = model_spec(ensemble)
     assert spec["class"] == "Ensemble" and [m["class"] for m in spec["config"]["members"]] == [
         "RNNSeq2Seq", "Transformer", "DecoderOnlyTransformer"]  # fmt: skip
-    rebuilt = build_model(spec)
+    rebuilt = build_model(spec).eval()
     rebuilt.load_state_dict(ensemble.state_dict())
+    batch = make_batch()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(batch), ensemble.eval()(batch))
     meta = {"format": "attnlab-model", "version": 1, "model": spec, "task": {"name": "g2p"}}
     save_tensors(tmp_path / "e.safetensors", ensemble.state_dict(), meta)
     loaded = load_model(tmp_path / "e.safetensors").model
-    batch = make_batch()
     with torch.no_grad():
         assert torch.equal(loaded(batch), ensemble.eval()(batch))
 
 
+def test_float64_members_give_a_float64_mixture():
+    members = [m.double() for m in _members()]
+    batch = make_batch()
+    with torch.no_grad():
+        mixed = Ensemble(members).eval()(batch)
+        expected = torch.log(sum(torch.softmax(m(batch), -1) for m in members) / 3)
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, expected, rtol=0, atol=1e-12)
+
+
 def test_refusals():
-    with pytest.raises(ValueError, match="non-empty list"):
+    with pytest.raises(ValueError, match="at least one model"):
         Ensemble([])
+    with pytest.raises(TypeError, match="expected a list of models"):
+        Ensemble(42)
+    with pytest.raises(ValueError, match="nothing else"):
+        build_model({"class": "Ensemble", "config": {"members": [model_spec(rnn())], "weigths": [1]}})
     with pytest.raises(TypeError, match="lacks"):
         Ensemble([torch.nn.Linear(2, 2)])
     with pytest.raises(ValueError, match="Ensemble: expected config"):

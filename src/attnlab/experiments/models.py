@@ -77,11 +77,12 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         raise ValueError(f"model spec: expected {{'class': ..., 'config': {{...}}}}, received {spec!r:.200}")
     name = spec["class"]
     if name == "Ensemble":
-        members = spec.get("config", {}).get("members") if isinstance(spec.get("config"), dict) else None
-        if not isinstance(members, list) or not members:
-            raise ValueError(f"model spec: Ensemble: expected config {{'members': [spec, ...]}}, received "
-                             f"{spec!r:.200}")  # fmt: skip
-        return Ensemble([build_model(member) for member in members])
+        config = spec["config"]
+        if not isinstance(config, dict) or set(config) != {"members"} or not isinstance(config["members"], list) \
+                or not config["members"]:  # fmt: skip
+            raise ValueError(f"model spec: Ensemble: expected config {{'members': [spec, ...]}} and nothing else, "
+                             f"received {config!r:.200}")  # fmt: skip
+        return Ensemble([build_model(member) for member in config["members"]])
     if name not in MODELS:
         raise ValueError(f"model spec: class: expected one of {sorted(MODELS)}, received {name!r}")
     module_class, config_class = MODELS[name]

@@ -31,7 +31,7 @@ from typing import Any
 
 from attnlab.train.trainer import BEST_FILE, MODEL_FILE
 
-from .run import evaluate_model
+from .run import evaluate_model, training_at_step
 
 __all__ = ["BINS", "bin_scores", "curve_table", "learning_curve", "main", "score_source", "tables"]
 
@@ -71,19 +71,6 @@ def _weights(source: Path) -> Path:
     return source
 
 
-def _training_log(weights: Path, step: int | None) -> dict[str, Any]:
-    """Seconds and tokens/s of the run at ``step``, from the run's eval.jsonl (beside the weights), if any."""
-    log = weights.parent / "eval.jsonl"
-    if step is None or not log.is_file():
-        return {}
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    at_step = [row for row in rows if row.get("step") == step]
-    if not at_step:
-        return {}
-    row = at_step[-1]  # a resumed run may have evaluated the step twice; the last is the one that went on
-    return {"train_seconds": row.get("train_seconds"), "tokens_per_s": row.get("tokens_per_s")}
-
-
 def score_source(source: str | Path, *, split: str = "test", beam: int = 1, limit: int | None = None) -> dict[str, Any]:
     """One model's row: greedy (and beam) scores with by-length bins, parameters, step and training log."""
     weights = _weights(Path(source))
@@ -97,7 +84,7 @@ def score_source(source: str | Path, *, split: str = "test", beam: int = 1, limi
         "split": split,
         "step": greedy["step"],
         "parameters": greedy["parameters"],
-        **_training_log(weights, greedy["step"]),
+        **training_at_step(weights, greedy["step"]),
         "greedy": {k: v for k, v in greedy.items() if k in _SCORES},
         "by_length": bin_scores(task, greedy["by_length"]),
         "by_length_raw": greedy["by_length"],
@@ -158,9 +145,21 @@ def tables(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _last_per_step(path: Path) -> dict[int, dict[str, Any]]:
-    """A JSON-lines log as ``{step: row}``, the last row of each step (a resumed run may repeat one)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["step"]: row for row in rows}
+    """A JSON-lines log as ``{step: row}``, the last row of each step (a resumed run may repeat one). A last line
+    that does not parse is a write in progress or cut by a kill, and is left out, as the trainer does on resume."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not valid JSON (only a torn last line is skipped)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise ValueError(f"{path}:{number}: expected a JSON object with an int 'step', received {line:.80}")
+        rows[row["step"]] = row
+    return rows
 
 
 def learning_curve(run: str | Path) -> list[dict[str, Any]]:
@@ -172,12 +171,14 @@ def learning_curve(run: str | Path) -> list[dict[str, Any]]:
     train, evals = _last_per_step(run / "train.jsonl"), _last_per_step(run / "eval.jsonl")
     tokens, cumulative = 0, {}
     for step in sorted(train):
+        if "tokens" not in train[step]:
+            raise ValueError(f"{run / 'train.jsonl'}: step {step} has no 'tokens'")
         tokens += int(train[step]["tokens"])
-        cumulative[step] = (tokens, train[step]["epoch"])
+        cumulative[step] = (tokens, train[step].get("epoch"))
     curve = []
     for step, row in sorted(evals.items()):
-        if step not in cumulative:
-            continue
+        if step not in cumulative:  # evaluated, but its training line was lost: say so rather than skip it
+            raise ValueError(f"{run}: eval.jsonl has step {step}, train.jsonl does not (a damaged run directory?)")
         scores = {k: v for k, v in row.items() if k in _SCORES and k not in ("words", "sequences")}
         curve.append({"step": step, "epoch": cumulative[step][1], "tokens": cumulative[step][0], **scores})
     return curve
@@ -188,7 +189,9 @@ def curve_table(runs: Sequence[str | Path]) -> str:
     lines = ["| run | step | epoch (from 0) | target tokens | dev scores |", "|---|---|---|---|---|"]
     for run in runs:
         for row in learning_curve(run):
-            scores = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k not in ("step", "epoch", "tokens"))
+            scores = ", ".join(
+                f"{k} {_fmt(v) or 'n/a'}" for k, v in row.items() if k not in ("step", "epoch", "tokens")
+            )
             lines.append(f"| {Path(run).name} | {row['step']:,} | {row['epoch']} | {row['tokens'] / 1e6:.2f}M | "
                          f"{scores} |")  # fmt: skip
     return "\n".join(lines)

@@ -25,7 +25,8 @@ from .base import get_experiment
 from .models import MODEL_FORMAT, MODEL_FORMAT_VERSION, load_model, model_spec, parameter_count
 from .tasks import G2PTask, ReverseTask, evenly_spaced, task_from_spec
 
-__all__ = ["RUN_FILE", "SHIPPED_G2P_MODEL", "evaluate_model", "resolve_model_path", "train_experiment"]
+__all__ = ["RUN_FILE", "SHIPPED_G2P_MODEL", "evaluate_model", "resolve_model_path", "train_experiment",
+           "training_at_step"]  # fmt: skip
 
 RUN_FILE = "run.json"
 SHIPPED_G2P_MODEL = Path(attnlab.__file__).parent / "assets" / "g2p" / "model.safetensors"
@@ -122,6 +123,25 @@ def train_experiment(
         return trainer.fit(resume=resume)
     finally:
         shutdown(ctx)
+
+
+def training_at_step(weights: Path, step: int | None) -> dict[str, Any]:
+    """``{"train_seconds", "tokens_per_s"}`` of the run that wrote ``weights`` at ``step``, from the ``eval.jsonl``
+    beside them (optimizer seconds and speed up to that step); ``{}`` when there is no such log or step."""
+    log = Path(weights).parent / "eval.jsonl"
+    if step is None or not log.is_file():
+        return {}
+    rows = []
+    for line in log.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a torn last line of a run that was killed or is writing
+            continue
+    at_step = [row for row in rows if isinstance(row, dict) and row.get("step") == step]
+    if not at_step:
+        return {}
+    row = at_step[-1]  # a resumed run may have evaluated the step twice; the last is the one that went on
+    return {"train_seconds": row.get("train_seconds"), "tokens_per_s": row.get("tokens_per_s")}
 
 
 def resolve_model_path(model: str | Path | None) -> Path:

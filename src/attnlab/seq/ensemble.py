@@ -1,4 +1,4 @@
-"""Several sequence-to-sequence models of one task, decoding as one: the product of experts' mean.
+"""Several sequence-to-sequence models of one task, decoding as one: a uniform mixture of their predictions.
 
 At every step each member predicts the next token and the ensemble emits the mean of their distributions,
 ``p(y_t | y_<t, x) = (1/M) sum_m p_m(y_t | y_<t, x)`` (the ensembles of Sutskever et al. 2014 and of most NMT
@@ -29,8 +29,12 @@ __all__ = ["Ensemble"]
 
 
 def _mean_distribution(log_probs: Sequence[Tensor]) -> Tensor:
-    """``log((1/M) sum_m exp(log_softmax(l_m)))`` over the members' logits or log-probabilities (float32 at least)."""
-    stacked = torch.stack([torch.log_softmax(lp.float(), dim=-1) for lp in log_probs])
+    """``log((1/M) sum_m exp(log_softmax(l_m)))`` over the members' logits or log-probabilities, in float32 or the
+    members' wider dtype."""
+    dtype = torch.float32
+    for lp in log_probs:
+        dtype = torch.promote_types(dtype, lp.dtype)
+    stacked = torch.stack([torch.log_softmax(lp.to(dtype), dim=-1) for lp in log_probs])
     return torch.logsumexp(stacked, dim=0) - math.log(len(log_probs))
 
 
@@ -40,8 +44,10 @@ class Ensemble(nn.Module):
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
-        if isinstance(members, nn.Module) or not isinstance(members, Sequence) or not members:
-            raise ValueError(f"members: expected a non-empty list of models, received {members!r:.80}")
+        if isinstance(members, nn.Module) or not isinstance(members, Sequence):
+            raise TypeError(f"members: expected a list of models, received {type(members).__name__}")
+        if not members:
+            raise ValueError("members: expected at least one model, received an empty list")
         for i, member in enumerate(members):
             missing = [name for name in ("encode", "step", "reorder", "attention_sites") if not hasattr(member, name)]
             if not isinstance(member, nn.Module) or missing:

@@ -10,15 +10,25 @@ so).
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import numpy as np
+import safetensors
 import torch
 
 from attnlab.data import collate_seq2seq
-from attnlab.experiments import SHIPPED_G2P_MODEL, G2PTask, LoadedModel, load_model, task_from_spec
+from attnlab.experiments import (
+    SHIPPED_G2P_MODEL,
+    G2PTask,
+    LoadedModel,
+    load_model,
+    model_spec,
+    parameter_count,
+    task_from_spec,
+)
 from attnlab.experiments.tasks import evenly_spaced
 from attnlab.seq import Ensemble, Transformer
+from attnlab.train.checkpoint import META_JSON_KEY
 from attnlab.viz import figures
 
 from ..evidence import Figure, Table, Verdict
@@ -45,20 +55,39 @@ def _shipped_transformer() -> tuple[LoadedModel, str] | None:
     transformer = next((member for member in members if isinstance(member, Transformer)), None)
     if transformer is None:
         return None
-    return dataclasses.replace(loaded, model=transformer), "the Transformer of the shipped G2P ensemble"
+    metadata = {**loaded.metadata, "model": model_spec(transformer), "parameters": parameter_count(transformer),
+                "experiment": "g2p-transformer"}  # fmt: skip
+    return LoadedModel(transformer, metadata, loaded.path), "the Transformer of the shipped G2P ensemble"
+
+
+def _shipped_model_class() -> str | None:
+    """The shipped file's model class, read from its header alone (no weights loaded)."""
+    if not SHIPPED_G2P_MODEL.is_file():
+        return None
+    with safetensors.safe_open(SHIPPED_G2P_MODEL, "pt") as handle:
+        metadata = json.loads((handle.metadata() or {}).get(META_JSON_KEY, "{}"))
+    model = metadata.get("model")
+    if not isinstance(model, dict):
+        return None
+    if model.get("class") == "Ensemble":
+        classes = {member.get("class") for member in model.get("config", {}).get("members", [])}
+        return "Ensemble" if "Transformer" in classes else None
+    return model.get("class")
 
 
 def _g2p_trainings(tour: Tour) -> list[tuple[str, int | None]]:
-    if tour.budget != "smoke" and _shipped_transformer() is not None:
+    if tour.budget != "smoke" and _shipped_model_class() in ("Transformer", "Ensemble"):
         return []
     return [("g2p-transformer", QUICK_STEPS if tour.budget == "quick" else None)]
 
 
 def _g2p_model(tour: Tour) -> tuple[LoadedModel, str]:
-    shipped = _shipped_transformer() if tour.budget != "smoke" else None
-    if shipped is not None:
-        return shipped
     trainings = _g2p_trainings(tour)
+    if not trainings:
+        shipped = _shipped_transformer()
+        if shipped is None:
+            raise RuntimeError(f"{SHIPPED_G2P_MODEL} changed while the tour ran: it no longer holds a Transformer")
+        return shipped
     ((experiment, steps),) = trainings
     if steps is not None:
         return tour.model(experiment, max_steps=steps), f"{experiment} after {steps} steps of the quick budget"
