@@ -36,6 +36,7 @@ from attnlab.train.checkpoint import (
     capture_rng_state,
     has_checkpoint,
     load_checkpoint,
+    load_metadata,
     load_tensors,
     read_checkpoint,
     restore_rng_state,
@@ -537,3 +538,14 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path)
     # Leftovers of killed saves are cleaned by the next save.
     save_checkpoint(root, model_state={"w": torch.zeros(1)}, extra={"step": -1})
     assert len(list(root.iterdir())) == 2 and load_checkpoint(root, restore_rng=True)["step"] == -1
+
+
+def test_load_metadata_reads_the_header_alone_and_refuses_what_is_no_safetensors(tmp_path):
+    meta = {"format": "attnlab-model", "task": {"name": "g2p"}, "step": 7}
+    save_tensors(tmp_path / "m.safetensors", {"w": torch.arange(6.0)}, meta)
+    assert load_metadata(tmp_path / "m.safetensors") == load_tensors(tmp_path / "m.safetensors")[1] == meta
+    with pytest.raises(CheckpointError, match="missing file"):
+        load_metadata(tmp_path / "nothing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_metadata(tmp_path / "junk.safetensors")

@@ -29,9 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from attnlab.train.checkpoint import load_metadata
 from attnlab.train.trainer import BEST_FILE, MODEL_FILE
 
-from .run import evaluate_model, training_at_step
+from .run import evaluate_model, log_by_step, training_at_step
 
 __all__ = ["BINS", "bin_scores", "curve_table", "learning_curve", "main", "score_source", "tables"]
 
@@ -95,10 +96,10 @@ def score_source(source: str | Path, *, split: str = "test", beam: int = 1, limi
     return row
 
 
-def _task_of(weights: Path) -> str:
-    from .models import load_model
-
-    return load_model(weights).task["name"]
+def _task_of(weights: Path) -> str | None:
+    """The task a weight file was trained for, from its header (evaluate_model then loads and checks it)."""
+    task = load_metadata(weights).get("task")
+    return task.get("name") if isinstance(task, dict) else None
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -144,31 +145,13 @@ def tables(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _last_per_step(path: Path) -> dict[int, dict[str, Any]]:
-    """A JSON-lines log as ``{step: row}``, the last row of each step (a resumed run may repeat one). A last line
-    that does not parse is a write in progress or cut by a kill, and is left out, as the trainer does on resume."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number}: not valid JSON (only a torn last line is skipped)") from None
-        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-            raise ValueError(f"{path}:{number}: expected a JSON object with an int 'step', received {line:.80}")
-        rows[row["step"]] = row
-    return rows
-
-
 def learning_curve(run: str | Path) -> list[dict[str, Any]]:
     """``[{"step", "epoch", "tokens", METRIC: value}, ...]`` at each dev evaluation of a run directory."""
     run = Path(run)
     for name in ("train.jsonl", "eval.jsonl"):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run}: no {name} (not a run directory, or it has not trained yet)")
-    train, evals = _last_per_step(run / "train.jsonl"), _last_per_step(run / "eval.jsonl")
+    train, evals = log_by_step(run / "train.jsonl"), log_by_step(run / "eval.jsonl")
     tokens, cumulative = 0, {}
     for step in sorted(train):
         if "tokens" not in train[step]:

@@ -25,8 +25,8 @@ from .base import get_experiment
 from .models import MODEL_FORMAT, MODEL_FORMAT_VERSION, load_model, model_spec, parameter_count
 from .tasks import G2PTask, ReverseTask, evenly_spaced, task_from_spec
 
-__all__ = ["RUN_FILE", "SHIPPED_G2P_MODEL", "evaluate_model", "resolve_model_path", "train_experiment",
-           "training_at_step"]  # fmt: skip
+__all__ = ["RUN_FILE", "SHIPPED_G2P_MODEL", "evaluate_model", "log_by_step", "resolve_model_path",
+           "train_experiment", "training_at_step"]  # fmt: skip
 
 RUN_FILE = "run.json"
 SHIPPED_G2P_MODEL = Path(attnlab.__file__).parent / "assets" / "g2p" / "model.safetensors"
@@ -125,23 +125,41 @@ def train_experiment(
         shutdown(ctx)
 
 
+def log_by_step(path: Path) -> dict[int, dict[str, Any]]:
+    """A run's JSON-lines log (``train.jsonl``, ``eval.jsonl``) as ``{step: row}``, the last row of each step (a
+    resumed run may repeat one). A last line that does not parse is a write in progress or cut by a kill, and is
+    left out, as the trainer does on resume.
+
+    Raises:
+        ValueError: any other line that is not a JSON object with an int ``step``.
+    """
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not valid JSON (only a torn last line is skipped)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise ValueError(f"{path}:{number}: expected a JSON object with an int 'step', received {line:.80}")
+        rows[row["step"]] = row
+    return rows
+
+
 def training_at_step(weights: Path, step: int | None) -> dict[str, Any]:
     """``{"train_seconds", "tokens_per_s"}`` of the run that wrote ``weights`` at ``step``, from the ``eval.jsonl``
-    beside them (optimizer seconds and speed up to that step); ``{}`` when there is no such log or step."""
+    beside them (optimizer seconds and speed up to that step); ``{}`` when there is no such log, step or readable
+    log (it only describes the weights; it never stops their export or scoring)."""
     log = Path(weights).parent / "eval.jsonl"
     if step is None or not log.is_file():
         return {}
-    rows = []
-    for line in log.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a torn last line of a run that was killed or is writing
-            continue
-    at_step = [row for row in rows if isinstance(row, dict) and row.get("step") == step]
-    if not at_step:
+    try:
+        row = log_by_step(log).get(step)
+    except ValueError:
         return {}
-    row = at_step[-1]  # a resumed run may have evaluated the step twice; the last is the one that went on
-    return {"train_seconds": row.get("train_seconds"), "tokens_per_s": row.get("tokens_per_s")}
+    return {} if row is None else {"train_seconds": row.get("train_seconds"), "tokens_per_s": row.get("tokens_per_s")}
 
 
 def resolve_model_path(model: str | Path | None) -> Path:

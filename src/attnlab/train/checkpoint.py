@@ -82,6 +82,7 @@ __all__ = [
     "fsync_dir",
     "has_checkpoint",
     "load_checkpoint",
+    "load_metadata",
     "load_tensors",
     "read_checkpoint",
     "restore_rng_state",
@@ -812,6 +813,29 @@ def save_tensors(
     data_sha = _sha256(memoryview(data)[8 + int.from_bytes(data[:8], "little") :])
     data = safetensors.torch.save(tensors, {META_JSON_KEY: meta_json, META_SHA_KEY: data_sha, "format": "pt"})
     atomic_write_bytes(path, data)
+
+
+def load_metadata(path: PathLike) -> dict[str, Any]:
+    """The JSON document :func:`save_tensors` stored in ``path``, read from the header alone: no tensor data is
+    read, so nothing is verified against the SHA-256 (use :func:`load_tensors` before trusting the weights).
+
+    Raises:
+        CheckpointError: missing, not a safetensors file, or corrupt metadata JSON.
+    """
+    path = Path(path)
+    try:
+        with safetensors.safe_open(path, "pt") as handle:
+            raw = handle.metadata() or {}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing file") from None
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if META_JSON_KEY not in raw:
+        return dict(raw)
+    try:
+        return json.loads(raw[META_JSON_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt {META_JSON_KEY} metadata (not valid JSON: {exc})") from None
 
 
 def load_tensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

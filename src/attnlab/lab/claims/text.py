@@ -10,10 +10,7 @@ so).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import safetensors
 import torch
 
 from attnlab.data import collate_seq2seq
@@ -28,7 +25,7 @@ from attnlab.experiments import (
 )
 from attnlab.experiments.tasks import evenly_spaced
 from attnlab.seq import Ensemble, Transformer
-from attnlab.train.checkpoint import META_JSON_KEY
+from attnlab.train.checkpoint import load_metadata
 from attnlab.viz import figures
 
 from ..evidence import Figure, Table, Verdict
@@ -64,9 +61,7 @@ def _shipped_model_class() -> str | None:
     """The shipped file's model class, read from its header alone (no weights loaded)."""
     if not SHIPPED_G2P_MODEL.is_file():
         return None
-    with safetensors.safe_open(SHIPPED_G2P_MODEL, "pt") as handle:
-        metadata = json.loads((handle.metadata() or {}).get(META_JSON_KEY, "{}"))
-    model = metadata.get("model")
+    model = load_metadata(SHIPPED_G2P_MODEL).get("model")
     if not isinstance(model, dict):
         return None
     if model.get("class") == "Ensemble":
