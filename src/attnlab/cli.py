@@ -6,8 +6,8 @@ numbers and writes ``DIR/report.html`` (see :mod:`attnlab.lab.tour`). ``attnlab 
 attention sites without allocating it.
 
 ``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
-[--max-steps N] [--seed S] [--resume | --force]`` trains one (``torchrun --nproc_per_node N -m attnlab.cli train
-...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
+[--max-steps N] [--seed S] [--resume | --force] [--keep-weights K]`` trains one (``torchrun --nproc_per_node N -m
+attnlab.cli train ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
 [--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab export SOURCE...
 --out FILE [--dtype float16]`` writes a weight file to ship (several sources are averaged); ``attnlab explain WORD...
 [--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word
@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train_experiment(
         args.experiment, args.out, budget=args.budget, seed=args.seed, max_steps=args.max_steps,
-        resume=args.resume, force=args.force, device=args.device,
+        resume=args.resume, force=args.force, device=args.device, keep_weights=args.keep_weights,
     )  # fmt: skip
     if os.environ.get("RANK", "0") == "0":
         best = "no dev evaluation"
@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available (default)"
     )
+    train.add_argument(
+        "--keep-weights", type=int, default=0, metavar="K",
+        help="also keep the weights of the last K checkpoints in DIR/weights/ (to average with `attnlab export`)",
+    )  # fmt: skip
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser("eval", help="score a trained model on a task's test (or dev) split")

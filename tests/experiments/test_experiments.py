@@ -126,8 +126,9 @@ def test_eval_errors_are_one_line(tmp_path, capsys):
 def test_reverse_smoke_trains_and_evaluates_by_length(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "reverse-bahdanau", "--budget", "smoke", "--max-steps", "6", "--out", str(run),
-                 "--device", "cpu"]) == 0  # fmt: skip
+                 "--device", "cpu", "--keep-weights", "1"]) == 0  # fmt: skip
     capsys.readouterr()
+    assert [p.name for p in (run / "weights").iterdir()] == ["step-0000006.safetensors"]  # checkpoints at 5 and 6
     assert main(["eval", "reverse", "--model", str(run), "--by-length", "--json", "--limit", "20"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["sequences"] == 20 and 0.0 <= scores["accuracy"] <= 100.0

@@ -200,3 +200,46 @@ def test_resume_after_a_crash_is_bit_identical_with_bf16_and_token_batches(tmp_p
     (a, _), (b, _) = load_tensors(reference / "model.safetensors"), load_tensors(run / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (run / "train.jsonl").read_bytes() == (reference / "train.jsonl").read_bytes()
+
+
+def test_keep_weights_writes_the_last_checkpoints_weights_with_their_own_dev_scores(tmp_path):
+    run = prepare_run_dir(tmp_path / "run")
+    validation = Validation(lambda model: {"x": 1.0}, "x")
+    # checkpoints at steps 5, 10 and 12 (the end), evaluations at 3, 6, 9 and 12
+    Trainer(_model(), _config(max_steps=12), _data(), run, validation=validation, verbose=False,
+            keep_weights=2).fit()  # fmt: skip
+    files = sorted(p.name for p in (run / "weights").iterdir())
+    assert files == ["step-0000010.safetensors", "step-0000012.safetensors"]
+    last, last_meta = load_tensors(run / "weights" / files[1])
+    final, final_meta = load_tensors(run / "model.safetensors")
+    assert last.keys() == final.keys() and all(torch.equal(last[k], final[k]) for k in last)
+    assert last_meta == final_meta and last_meta["step"] == 12 and last_meta["dev"] == {"x": 1.0}
+    earlier, meta = load_tensors(run / "weights" / files[0])
+    assert meta["step"] == 10 and meta["dev"] is None  # the last evaluation (step 9) scored other weights
+    assert any(not torch.equal(earlier[k], last[k]) for k in last)
+
+
+def test_keep_weights_is_output_only_a_resumed_run_may_turn_it_on(tmp_path):
+    reference = prepare_run_dir(tmp_path / "reference")
+    Trainer(_model(), _config(), _data(), reference, verbose=False).fit()
+    assert not (reference / "weights").exists()  # off by default
+
+    run = prepare_run_dir(tmp_path / "run")
+    calls = [0]
+
+    def crash_at_step_7(model, batch):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise RuntimeError("simulated crash")
+        return seq2seq_loss(model, batch)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(_model(), _config(), _data(), run, loss_fn=crash_at_step_7, verbose=False).fit()
+    Trainer(_model(), _config(), _data(), run, verbose=False, keep_weights=5).fit(resume=True)
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["step-0000010.safetensors",
+                                                                    "step-0000012.safetensors"]  # fmt: skip
+    (a, _), (b, _) = load_tensors(reference / "model.safetensors"), load_tensors(run / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="keep_weights"):
+            Trainer(_model(), _config(), _data(), run, keep_weights=bad)

@@ -2,8 +2,9 @@
 
 ``attnlab export SOURCE... --out FILE [--dtype float16] [--ensemble]``. With several sources the weights are
 averaged parameter by parameter (checkpoint averaging: Vaswani et al. 2017 average the last checkpoints of a run,
-which lands nearer the centre of the basin the late iterates circle than any one of them); sources must then
-rebuild the same model for the same task. With ``--ensemble`` the sources may be different models of one task
+which lands nearer the centre of the basin the late iterates circle than any one of them: train with
+``--keep-weights K`` and pass ``RUN/weights/*.safetensors``); sources must then rebuild the same model for the same
+task. With ``--ensemble`` the sources may be different models of one task
 (same vocabularies): the file holds an :class:`~attnlab.seq.Ensemble` of them, which decodes with the mean of
 their next-token distributions, its weights under ``members.I.``. ``--dtype float16`` halves the file;
 :func:`~attnlab.experiments.models.load_model` widens the weights back to the model's own dtype, and the export

@@ -72,8 +72,12 @@ def train_experiment(
     device: str = "auto",
     progress: bool | None = None,
     verbose: bool = True,
+    keep_weights: int = 0,
 ) -> TrainResult:
     """Train experiment ``name`` into the run directory ``out`` (``budget`` defaults to ``"quick"``).
+
+    ``keep_weights``: keep the weights of the last K checkpoints under ``out/weights/`` (see
+    :class:`~attnlab.train.Trainer`); an output option, so a resumed run may change it.
 
     Under ``torchrun`` every process calls this; rank 0 prepares the directory and writes all files.
 
@@ -85,6 +89,8 @@ def train_experiment(
     experiment = get_experiment(name)
     # Unknown budget (KeyError) or a bad --seed/--max-steps (ValueError) fail before the disk is touched.
     given = {"seed": seed, "max_steps": max_steps}
+    if isinstance(keep_weights, bool) or not isinstance(keep_weights, int) or keep_weights < 0:
+        raise ValueError(f"keep_weights: expected an int >= 0, received {keep_weights!r}")
     dataclasses.replace(experiment.budget(budget or "quick").train, **{k: v for k, v in given.items() if v is not None})
     ctx = init_from_env(device)
     try:
@@ -119,7 +125,7 @@ def train_experiment(
             "task": task.spec(),
         }
         trainer = Trainer(model, config, task.train_data(), run, validation=task.validation(), metadata=metadata,
-                          dist=ctx, progress=progress, verbose=verbose)  # fmt: skip
+                          dist=ctx, progress=progress, verbose=verbose, keep_weights=keep_weights)  # fmt: skip
         return trainer.fit(resume=resume)
     finally:
         shutdown(ctx)

@@ -17,6 +17,8 @@ Run directory (written by rank 0 only; create it with :func:`attnlab.train.rundi
       eval.jsonl          one line per dev evaluation: step, the metrics, best so far, train seconds, tokens/s
       best.safetensors    the weights with the best dev metric so far (metadata: ``metadata`` + step + dev metrics)
       model.safetensors   the final weights, same metadata (the model config in it rebuilds the model)
+      weights/            with ``keep_weights=K``: the weights at each checkpoint, ``step-0001000.safetensors``
+                          and so on (same metadata), the newest K kept: material for checkpoint averaging
       summary.json        how the run ended: steps, stop reason, best metric and step, timings, tokens/s
 
 Order within a step: train, log, evaluate (maybe write ``best.safetensors``), checkpoint. A fresh run commits a
@@ -83,6 +85,7 @@ __all__ = [
     "MODEL_FILE",
     "SUMMARY_FILE",
     "TRAIN_LOG",
+    "WEIGHTS_DIR",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainData",
@@ -98,6 +101,7 @@ TRAIN_LOG = "train.jsonl"
 EVAL_LOG = "eval.jsonl"
 MODEL_FILE = "model.safetensors"
 BEST_FILE = "best.safetensors"
+WEIGHTS_DIR = "weights"
 SUMMARY_FILE = "summary.json"
 
 SCHEDULES = ("constant", "linear", "cosine", "inverse_sqrt")
@@ -396,6 +400,9 @@ class Trainer:
         metadata: plain JSON stored in the weight files (e.g. the model config, so the model can be rebuilt).
         dist: the data-parallel context (:func:`~attnlab.train.distributed.init_from_env`); one process by default.
         progress: show a tqdm bar (None: only when stderr is a terminal); ``verbose``: one line per evaluation.
+        keep_weights: also write the weights at every checkpoint (after step 0) to ``weights/step-<step>.safetensors``
+            and keep the newest ``keep_weights`` of them (0: none), for averaging with ``attnlab export``. Output
+            only: not part of the config, so a run may be resumed with another value.
     """
 
     def __init__(
@@ -411,6 +418,7 @@ class Trainer:
         dist: DistContext = SINGLE,
         progress: bool | None = None,
         verbose: bool = True,
+        keep_weights: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, received {type(model).__name__}")
@@ -420,6 +428,8 @@ class Trainer:
             raise TypeError(f"data: expected a TrainData, received {type(data).__name__}")
         if validation is not None and not isinstance(validation, Validation):
             raise TypeError(f"validation: expected a Validation or None, received {type(validation).__name__}")
+        if isinstance(keep_weights, bool) or not isinstance(keep_weights, int) or keep_weights < 0:
+            raise ValueError(f"keep_weights: expected an int >= 0, received {keep_weights!r}")
         self.model = model
         self.config = config
         self.data = data
@@ -438,6 +448,7 @@ class Trainer:
         self.device = dist.device
         self.progress = progress
         self.verbose = verbose
+        self.keep_weights = keep_weights
         self._lengths = np.asarray(data.lengths)
 
     # -- paths ---------------------------------------------------------------------------------------------------
@@ -639,8 +650,19 @@ class Trainer:
                 "world": self.dist.world,
                 "rank_rng": rank_rng,
             }
+            if self.keep_weights and state.step > 0:
+                self._keep_weights(model, state)  # before the commit: a kill in between repeats this step's write
             save_checkpoint(self.checkpoint_dir, model_state=model.state_dict(), optimizer=optimizer,
                             scheduler=scheduler, extra=extra)  # fmt: skip
+
+    def _keep_weights(self, model: nn.Module, state: _State) -> None:
+        folder = self.run_dir / WEIGHTS_DIR
+        folder.mkdir(exist_ok=True)
+        metrics = state.metrics if state.last_eval_step == state.step else None  # dev scores of these weights only
+        save_tensors(folder / f"step-{state.step:07d}.safetensors", model.state_dict(),
+                     self._weights_metadata(state, metrics))  # fmt: skip
+        for old in sorted(folder.glob("step-*.safetensors"))[: -self.keep_weights]:
+            old.unlink(missing_ok=True)
 
     def _restore(self, model: nn.Module, optimizer: Any, scheduler: Any) -> _State:
         ctx = self.dist
