@@ -7,12 +7,13 @@ attention sites without allocating it.
 
 ``attnlab list`` names the experiments; ``attnlab train EXPERIMENT --out DIR [--budget smoke|quick|full]
 [--max-steps N] [--seed S] [--resume | --force] [--keep-weights K]`` trains one (``torchrun --nproc_per_node N -m
-attnlab.cli train ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json] [--beam K]
-[--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab export SOURCE...
---out FILE [--dtype float16]`` writes a weight file to ship (several sources are averaged); ``attnlab explain WORD...
-[--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word
-and a heatmap of the letters each phoneme attended to. Every failure exits non-zero
-with one line on stderr.
+attnlab.cli train ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json]
+[--beam K] [--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab export
+SOURCE... --out FILE [--dtype float16] [--ensemble]`` writes a weight file to ship (several sources are averaged,
+or with ``--ensemble`` combined); ``attnlab
+explain WORD... [--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes
+of each word and a heatmap of the letters each phoneme attended to. Every failure exits non-zero with one line on
+stderr.
 """
 
 from __future__ import annotations
