@@ -39,7 +39,8 @@ RELATIONAL = ["cnn", "se", "nonlocal", "sagan", "vit"]
 CLUTTERED = ["cnn", "se", "cbam", "nonlocal", "sagan", "vit"]
 CANVAS = [*(f"canvas-pointer-{n}" for n in POINTER), *(f"canvas-relational-{n}" for n in RELATIONAL),
           *(f"canvas-cluttered-{n}" for n in CLUTTERED)]  # fmt: skip
-NAMES = [*CORE, *LAB, "reader-cross", "reader-single", *CANVAS]
+NOSTRESS = [f"g2p-{m}-nostress" for m in ("rnn", "bahdanau", "luong", "lstmn", "transformer")]
+NAMES = [*CORE, *LAB, *NOSTRESS, "reader-cross", "reader-single", *CANVAS]
 
 
 def test_registry_lists_every_experiment_with_all_budgets(capsys):
@@ -135,3 +136,27 @@ def test_reverse_smoke_trains_and_evaluates_by_length(tmp_path, capsys):
     assert sum(row["n"] for row in scores["by_length"].values()) == 20
     task = ReverseTask(**get_experiment("reverse-bahdanau").budget("smoke").data)
     assert task.pairs("dev") != task.pairs("test")
+
+
+def test_a_stress_free_g2p_task_merges_stress_variants_and_reports_no_stressed_scores(tmp_path, capsys):
+    plain = G2PTask(**get_experiment("g2p-bahdanau-nostress").budget("smoke").data, stress=False)
+    assert plain.stress is False and not any(ch.isdigit() for sym in plain.tgt_vocab.to_json() for ch in str(sym))
+    assert len(plain.tgt_vocab) == len(G2PTask().tgt_vocab) - 30  # 69 stressed phonemes -> 39
+    full, stressed = G2PTask(stress=False).train_data().examples, G2PTask().train_data().examples
+    assert all(not ch.isdigit() for _, pron in full for p in pron for ch in p)
+    merged = {(tuple(w), tuple(p.rstrip("012") for p in pron)) for w, pron in stressed}
+    assert sorted((tuple(w), tuple(p)) for w, p in full) == sorted(merged)  # each merged pronunciation once
+    assert len(full) < len(stressed)
+    assert task_from_spec(json.loads(json.dumps(plain.spec()))).stress is False
+    old_spec = {k: v for k, v in G2PTask().spec().items() if k != "stress"}  # files written before the option
+    assert task_from_spec(old_spec).stress is True
+    with pytest.raises(TypeError, match="stress"):
+        G2PTask(stress="no")
+
+    run = tmp_path / "run"
+    assert main(["train", "g2p-bahdanau-nostress", "--budget", "smoke", "--out", str(run), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "g2p", "--model", str(run), "--split", "dev", "--json", "--limit", "30", "--by-length"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["wer"] is None and scores["per"] is None and 0.0 <= scores["wer_no_stress"] <= 100.0
+    assert all(row["wer"] is None and row["wer_no_stress"] is not None for row in scores["by_length"].values())

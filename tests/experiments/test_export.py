@@ -166,3 +166,18 @@ def test_ensemble_export_combines_different_models_of_one_task(tmp_path, task):
     save_tensors(tmp_path / "other.safetensors", rnn.state_dict(), {**meta, "task": other.spec()})
     with pytest.raises(ValueError, match="its task differs"):
         export_model([transformer_path, tmp_path / "other.safetensors"], tmp_path / "x.safetensors", ensemble=True)
+
+
+def test_a_file_written_before_the_stress_option_combines_with_a_current_one(tmp_path, task):
+    current, _ = _weights(tmp_path, task, 0)
+    tensors, meta = load_tensors(current)
+    older = tmp_path / "older.safetensors"  # same task; its spec predates the "stress" entry
+    save_tensors(older, tensors, {**meta, "task": {k: v for k, v in meta["task"].items() if k != "stress"}})
+    for ensemble in (False, True):
+        out = tmp_path / f"combined-{ensemble}.safetensors"
+        export_model([older, current], out, ensemble=ensemble)
+        assert load_model(out).task["stress"] is True
+    plain = G2PTask(**get_experiment("g2p-transformer").budget("smoke").data, stress=False)
+    save_tensors(tmp_path / "plain.safetensors", tensors, {**meta, "task": plain.spec()})
+    with pytest.raises(ValueError, match="its task differs"):  # stress-free and stressed members cannot mix
+        export_model([current, tmp_path / "plain.safetensors"], tmp_path / "x.safetensors", ensemble=True)

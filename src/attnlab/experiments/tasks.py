@@ -26,6 +26,7 @@ from attnlab.data import (
     make_sequence_task,
     pad,
     phoneme_vocab,
+    strip_stress,
     task_vocab,
 )
 from attnlab.seq import beam_search, greedy
@@ -93,6 +94,10 @@ class G2PTask:
     """Letters to ARPAbet phonemes with stress (``attnlab.data.g2p``). Every pronunciation of a training word is
     one training example; a word is right if the output matches any of its pronunciations.
 
+    ``stress=False`` trains on pronunciations with the stress digits removed (the usual CMUdict G2P benchmark:
+    the stress variants of a pronunciation merge into one example, and the output vocabulary has 39 phonemes
+    instead of 69). Such a model predicts no stress, so its with-stress scores ``wer`` and ``per`` are None.
+
     Dev metric: ``wer_no_stress`` (lower is better), greedy decoding on ``dev_words`` evenly spaced dev words.
     """
 
@@ -103,29 +108,39 @@ class G2PTask:
         train_words: int | None = None,
         dev_words: int | None = None,
         *,
+        stress: bool = True,
         src_vocab: Vocab | None = None,
         tgt_vocab: Vocab | None = None,
     ) -> None:
+        if not isinstance(stress, bool):
+            raise TypeError(f"stress: expected a bool, received {type(stress).__name__} {stress!r}")
         self.train_words = train_words
         self.dev_words = dev_words
+        self.stress = stress
         self.src_vocab = src_vocab or letter_vocab()
-        self.tgt_vocab = tgt_vocab or phoneme_vocab(stress=True)
+        self.tgt_vocab = tgt_vocab or phoneme_vocab(stress=stress)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "train_words": self.train_words, "dev_words": self.dev_words,
-                "src_vocab": self.src_vocab.to_json(), "tgt_vocab": self.tgt_vocab.to_json()}  # fmt: skip
+                "stress": self.stress, "src_vocab": self.src_vocab.to_json(),
+                "tgt_vocab": self.tgt_vocab.to_json()}  # fmt: skip
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> G2PTask:
-        return cls(spec.get("train_words"), spec.get("dev_words"), src_vocab=Vocab.from_json(spec["src_vocab"]),
-                   tgt_vocab=Vocab.from_json(spec["tgt_vocab"]))  # fmt: skip
+        vocabs = {"src_vocab": Vocab.from_json(spec["src_vocab"]), "tgt_vocab": Vocab.from_json(spec["tgt_vocab"])}
+        return cls(spec.get("train_words"), spec.get("dev_words"), stress=spec.get("stress", True), **vocabs)
 
     def entries(self, split: str, limit: int | None = None) -> list[tuple[str, list[tuple[str, ...]]]]:
         """``(word, pronunciations)`` of ``split``, ``limit`` of them evenly spaced."""
         return [(word, list(prons)) for word, prons in evenly_spaced(_split(split), limit)]
 
     def train_data(self) -> TrainData:
-        pairs = [(list(word), list(pron)) for word, prons in self.entries("train", self.train_words) for pron in prons]
+        entries = self.entries("train", self.train_words)
+        if self.stress:
+            pairs = [(list(word), list(pron)) for word, prons in entries for pron in prons]
+        else:  # stress variants of one pronunciation become one example (dict: first-seen order)
+            plain = dict.fromkeys((word, strip_stress(pron)) for word, prons in entries for pron in prons)
+            pairs = [(list(word), list(pron)) for word, pron in plain]
         lengths = [len(src) + len(tgt) + 1 for src, tgt in pairs]  # source + target + EOS
         collate = functools.partial(collate_seq2seq, src_vocab=self.src_vocab, tgt_vocab=self.tgt_vocab)
         return TrainData(pairs, lengths, collate)
@@ -146,22 +161,22 @@ class G2PTask:
         words = [word for word, _ in entries]
         refs = [list(prons) for _, prons in entries]
         hyps = decode(model, words, self.src_vocab, self.tgt_vocab, beam=beam, batch_size=batch_size)
-        stressed = metrics.g2p_scores(hyps, refs, stress=True)
         plain = metrics.g2p_scores(hyps, refs, stress=False)
+        stressed = metrics.g2p_scores(hyps, refs, stress=True) if self.stress else {"wer": None, "per": None}
         result: dict[str, Any] = {"wer": stressed["wer"], "per": stressed["per"], "wer_no_stress": plain["wer"],
-                                  "per_no_stress": plain["per"], "words": stressed["words"]}  # fmt: skip
+                                  "per_no_stress": plain["per"], "words": plain["words"]}  # fmt: skip
         if by_length:
-            with_stress = metrics.by_length(words, hyps, refs, stress=True)
             without = metrics.by_length(words, hyps, refs, stress=False)
+            with_stress = metrics.by_length(words, hyps, refs, stress=True) if self.stress else {}
             result["by_length"] = {
                 str(n): {
                     "words": s["words"],
-                    "wer": s["wer"],
-                    "per": s["per"],
-                    "wer_no_stress": without[n]["wer"],
-                    "per_no_stress": without[n]["per"],
+                    "wer": with_stress[n]["wer"] if self.stress else None,
+                    "per": with_stress[n]["per"] if self.stress else None,
+                    "wer_no_stress": s["wer"],
+                    "per_no_stress": s["per"],
                 }
-                for n, s in with_stress.items()
+                for n, s in without.items()
             }
         return result
 
