@@ -118,9 +118,11 @@ def _eval(args: argparse.Namespace) -> int:
     for key, value in scores.items():
         if key == "by_length":
             for length, row in value.items():
-                print(f"  length {length:>3}: " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+                print(f"  length {length:>3}: " + "  ".join(f"{k} {v:.4g}" for k, v in row.items() if v is not None))
         elif isinstance(value, float) and key not in ("seconds", "items_per_s"):
             print(f"  {key:<14} {value:.2f}")
+        elif value is None and key in ("wer", "per"):
+            print(f"  {key:<14} n/a (the model was trained without stress)")
     return 0
 
 

@@ -160,3 +160,6 @@ def test_a_stress_free_g2p_task_merges_stress_variants_and_reports_no_stressed_s
     scores = json.loads(capsys.readouterr().out)
     assert scores["wer"] is None and scores["per"] is None and 0.0 <= scores["wer_no_stress"] <= 100.0
     assert all(row["wer"] is None and row["wer_no_stress"] is not None for row in scores["by_length"].values())
+    assert main(["eval", "g2p", "--model", str(run), "--split", "dev", "--limit", "30", "--by-length"]) == 0
+    shown = capsys.readouterr().out
+    assert "wer            n/a (the model was trained without stress)" in shown and "wer_no_stress" in shown
