@@ -51,22 +51,26 @@ _RNN_TRAIN = {
 }  # fmt: skip
 
 # -- self-attention ----------------------------------------------------------------------------------------------
+# The recipe was retuned at the quick budget (dev WER without stress, seed 0; the first recipe, lr 1e-3 and dropout
+# 0.1, gave 57.49): lr 3e-3 51.39, dropout 0 49.41, both 45.72, lr 2e-3 with dropout 0.05 49.31, no label smoothing
+# 56.68. A short budget underfits, so the quick recipe drops dropout; the full one keeps 0.1 (it was 0.2) for its
+# 40-odd epochs and doubles the learning rate (it was 1e-3).
 _TRANSFORMER_SIZES = {
     "smoke": {"dim": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0},
-    "quick": {"dim": 128, "heads": 4, "ffn_dim": 512, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.1},
-    "full": {"dim": 256, "heads": 4, "ffn_dim": 1024, "encoder_layers": 3, "decoder_layers": 3, "dropout": 0.2},
+    "quick": {"dim": 128, "heads": 4, "ffn_dim": 512, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0},
+    "full": {"dim": 256, "heads": 4, "ffn_dim": 1024, "encoder_layers": 3, "decoder_layers": 3, "dropout": 0.1},
 }
 _DECODER_ONLY_SIZES = {
     "smoke": {"dim": 32, "heads": 2, "ffn_dim": 64, "layers": 2, "dropout": 0.0},
-    "quick": {"dim": 128, "heads": 4, "ffn_dim": 512, "layers": 5, "dropout": 0.1},
-    "full": {"dim": 256, "heads": 4, "ffn_dim": 1024, "layers": 7, "dropout": 0.2},
+    "quick": {"dim": 128, "heads": 4, "ffn_dim": 512, "layers": 5, "dropout": 0.0},
+    "full": {"dim": 256, "heads": 4, "ffn_dim": 1024, "layers": 7, "dropout": 0.1},
 }
 _TRANSFORMER_TRAIN = {
     "smoke": _SMOKE_TRAIN,
-    "quick": TrainConfig(max_steps=1500, batch_size=1024, batch_unit="tokens", lr=1e-3, warmup_steps=200,
+    "quick": TrainConfig(max_steps=1500, batch_size=1024, batch_unit="tokens", lr=3e-3, warmup_steps=200,
                          min_lr_ratio=0.05, betas=(0.9, 0.98), label_smoothing=0.1, eval_every=500,
                          checkpoint_every=250),
-    "full": TrainConfig(max_steps=24000, batch_size=3072, batch_unit="tokens", lr=1e-3, warmup_steps=2000,
+    "full": TrainConfig(max_steps=24000, batch_size=3072, batch_unit="tokens", lr=2e-3, warmup_steps=2000,
                         min_lr_ratio=0.05, betas=(0.9, 0.98), label_smoothing=0.1, clip_norm=1.0, eval_every=1000,
                         checkpoint_every=1000, patience=6, bf16=True),
 }  # fmt: skip
