@@ -97,7 +97,7 @@ def open_page(browser, path: Path, screenshot: Path | None = None) -> PageCheck:
         page.set_default_timeout(TIMEOUT_MS)
         page.on("console", lambda msg: check.console_errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda error: check.page_errors.append(str(error)))
-        page.on("requestfailed", lambda req: check.failed_requests.append(f"{req.url[:80]} ({req.failure})"))
+        page.on("requestfailed", lambda req: check.failed_requests.append(f"{req.url} ({req.failure})"))
         page.on("dialog", lambda dialog: (check.page_errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
         page_url = path.resolve().as_uri()
 
