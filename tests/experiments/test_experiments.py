@@ -22,6 +22,7 @@ from attnlab.experiments import (
     model_spec,
     task_from_spec,
 )
+from attnlab.experiments.run import training_at_step
 from attnlab.train.checkpoint import CheckpointError, save_tensors
 
 torch.set_num_threads(1)
@@ -130,6 +131,8 @@ def test_reverse_smoke_trains_and_evaluates_by_length(tmp_path, capsys):
                  "--device", "cpu", "--keep-weights", "1"]) == 0  # fmt: skip
     capsys.readouterr()
     assert [p.name for p in (run / "weights").iterdir()] == ["step-0000006.safetensors"]  # checkpoints at 5 and 6
+    kept = training_at_step(run / "weights" / "step-0000006.safetensors", 6)  # read from the run's eval.jsonl
+    assert kept == training_at_step(run / "model.safetensors", 6) and kept["train_seconds"] > 0
     assert main(["eval", "reverse", "--model", str(run), "--by-length", "--json", "--limit", "20"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["sequences"] == 20 and 0.0 <= scores["accuracy"] <= 100.0

@@ -181,3 +181,12 @@ def test_a_file_written_before_the_stress_option_combines_with_a_current_one(tmp
     save_tensors(tmp_path / "plain.safetensors", tensors, {**meta, "task": plain.spec()})
     with pytest.raises(ValueError, match="its task differs"):  # stress-free and stressed members cannot mix
         export_model([current, tmp_path / "plain.safetensors"], tmp_path / "x.safetensors", ensemble=True)
+
+
+def test_a_task_the_registry_does_not_rebuild_is_exported_as_is(tmp_path, task):
+    path, _ = _weights(tmp_path, task, 0)
+    tensors, meta = load_tensors(path)
+    canvas = {"name": "canvas", "kind": "pointer"}  # vision and reader tasks carry specs task_from_spec cannot read
+    save_tensors(tmp_path / "canvas.safetensors", tensors, {**meta, "task": canvas})
+    export_model([tmp_path / "canvas.safetensors"], tmp_path / "out.safetensors")
+    assert load_tensors(tmp_path / "out.safetensors")[1]["task"] == canvas

@@ -23,6 +23,7 @@ from attnlab.train.trainer import (
     Trainer,
     Validation,
     WarmupDecay,
+    _kept_weights,
     make_batches,
     seq2seq_loss,
 )
@@ -240,6 +241,37 @@ def test_keep_weights_is_output_only_a_resumed_run_may_turn_it_on(tmp_path):
                                                                     "step-0000012.safetensors"]  # fmt: skip
     (a, _), (b, _) = load_tensors(reference / "model.safetensors"), load_tensors(run / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="keep_weights"):
+    for bad, error in ((-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="keep_weights"):
             Trainer(_model(), _config(), _data(), run, keep_weights=bad)
+
+
+def test_resume_drops_kept_weights_a_killed_attempt_wrote_past_the_checkpoint(tmp_path):
+    run = prepare_run_dir(tmp_path / "run")
+    calls = [0]
+
+    def crash_at_step_7(model, batch):
+        calls[0] += 1
+        if calls[0] == 7:
+            raise RuntimeError("simulated crash")
+        return seq2seq_loss(model, batch)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(_model(), _config(), _data(), run, loss_fn=crash_at_step_7, verbose=False, keep_weights=3).fit()
+    weights = run / "weights"
+    assert sorted(p.name for p in weights.iterdir()) == ["step-0000005.safetensors"]
+    # what a kill can leave: weights written past the committed checkpoint (step 5), a torn temp file, and a step
+    # number wider than the zero padding (sorted as text it would come first and be pruned as the oldest)
+    (weights / "step-0000006.safetensors").write_bytes((weights / "step-0000005.safetensors").read_bytes())
+    (weights / ".step-0000010.safetensors.tmp-1234").write_bytes(b"torn")
+    Trainer(_model(), _config(), _data(), run, verbose=False, keep_weights=3).fit(resume=True)
+    assert sorted(p.name for p in weights.iterdir()) == ["step-0000005.safetensors", "step-0000010.safetensors",
+                                                          "step-0000012.safetensors"]  # fmt: skip
+    assert load_tensors(weights / "step-0000005.safetensors")[1]["step"] == 5
+
+
+def test_kept_weights_are_ordered_by_step_number_not_by_name(tmp_path):
+    for step in (900, 10_000_000, 20):
+        (tmp_path / f"step-{step:07d}.safetensors").write_bytes(b"")
+    (tmp_path / "step-latest.safetensors").write_bytes(b"")  # not a step file: ignored
+    assert sorted(_kept_weights(tmp_path)) == [20, 900, 10_000_000]

@@ -31,7 +31,7 @@ from attnlab.train.checkpoint import load_tensors, save_tensors
 
 from .models import MODEL_FORMAT, STORAGE_DTYPES, load_model
 from .run import resolve_model_path, training_at_step
-from .tasks import task_from_spec
+from .tasks import TASKS, task_from_spec
 
 __all__ = ["export_model"]
 
@@ -48,7 +48,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise ValueError(f"{path}: expected an attnlab model file, received metadata format {meta.get('format')!r}")
     if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("task"), dict):
         raise ValueError(f"{path}: its metadata has no model or task description; pass a file written by attnlab")
-    meta = {**meta, "task": task_from_spec(meta["task"]).spec()}  # canonical: files from older versions compare equal
+    if meta["task"].get("name") in TASKS:  # canonical spec: files from older versions compare equal
+        meta = {**meta, "task": task_from_spec(meta["task"]).spec()}
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite weights; nothing to ship")

@@ -19,7 +19,7 @@ import attnlab
 from attnlab.train.checkpoint import atomic_write_bytes
 from attnlab.train.distributed import init_from_env, shutdown
 from attnlab.train.rundir import prepare_run_dir
-from attnlab.train.trainer import MODEL_FILE, Trainer, TrainResult
+from attnlab.train.trainer import MODEL_FILE, WEIGHTS_DIR, Trainer, TrainResult, check_keep_weights
 
 from .base import get_experiment
 from .models import MODEL_FORMAT, MODEL_FORMAT_VERSION, load_model, model_spec, parameter_count
@@ -89,8 +89,7 @@ def train_experiment(
     experiment = get_experiment(name)
     # Unknown budget (KeyError) or a bad --seed/--max-steps (ValueError) fail before the disk is touched.
     given = {"seed": seed, "max_steps": max_steps}
-    if isinstance(keep_weights, bool) or not isinstance(keep_weights, int) or keep_weights < 0:
-        raise ValueError(f"keep_weights: expected an int >= 0, received {keep_weights!r}")
+    check_keep_weights(keep_weights)
     dataclasses.replace(experiment.budget(budget or "quick").train, **{k: v for k, v in given.items() if v is not None})
     ctx = init_from_env(device)
     try:
@@ -156,9 +155,11 @@ def log_by_step(path: Path) -> dict[int, dict[str, Any]]:
 
 def training_at_step(weights: Path, step: int | None) -> dict[str, Any]:
     """``{"train_seconds", "tokens_per_s"}`` of the run that wrote ``weights`` at ``step``, from the ``eval.jsonl``
-    beside them (optimizer seconds and speed up to that step); ``{}`` when there is no such log, step or readable
-    log (it only describes the weights; it never stops their export or scoring)."""
-    log = Path(weights).parent / "eval.jsonl"
+    beside them, or of the run above for a file in its ``weights/`` folder (``--keep-weights``): optimizer seconds and
+    speed up to that step. ``{}`` when there is no such log, step or readable log (it only describes the weights; it
+    never stops their export or scoring)."""
+    folder = Path(weights).parent
+    log = (folder.parent if folder.name == WEIGHTS_DIR else folder) / "eval.jsonl"
     if step is None or not log.is_file():
         return {}
     try:
@@ -203,8 +204,9 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Score a weight file on ``split`` of its task: the dict ``attnlab eval --json`` prints.
 
-    G2P: ``wer``, ``per``, ``wer_no_stress``, ``per_no_stress`` (percent) and ``words``; reverse: ``accuracy``,
-    ``token_accuracy`` and ``sequences``. ``limit`` keeps that many items, evenly spaced.
+    G2P: ``wer``, ``per``, ``wer_no_stress``, ``per_no_stress`` (percent; ``wer`` and ``per`` are None for a model
+    trained without stress) and ``words``; reverse: ``accuracy``, ``token_accuracy`` and ``sequences``. ``limit``
+    keeps that many items, evenly spaced.
     """
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, received {split!r}")

@@ -91,8 +91,8 @@ def _split(name: str) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
 
 
 class G2PTask:
-    """Letters to ARPAbet phonemes with stress (``attnlab.data.g2p``). Every pronunciation of a training word is
-    one training example; a word is right if the output matches any of its pronunciations.
+    """Letters to ARPAbet phonemes, with stress unless ``stress=False`` (``attnlab.data.g2p``). Every pronunciation
+    of a training word is one training example; a word is right if the output matches any of its pronunciations.
 
     ``stress=False`` trains on pronunciations with the stress digits removed (the usual CMUdict G2P benchmark:
     the stress variants of a pronunciation merge into one example, and the output vocabulary has 39 phonemes

@@ -18,7 +18,9 @@ Run directory (written by rank 0 only; create it with :func:`attnlab.train.rundi
       best.safetensors    the weights with the best dev metric so far (metadata: ``metadata`` + step + dev metrics)
       model.safetensors   the final weights, same metadata (the model config in it rebuilds the model)
       weights/            with ``keep_weights=K``: the weights at each checkpoint, ``step-0001000.safetensors``
-                          and so on (same metadata), the newest K kept: material for checkpoint averaging
+                          and so on (same metadata; ``dev`` is None unless the step was also evaluated), the newest
+                          K kept: material for checkpoint averaging. The last one is the final step's, which may
+                          be closer to the one before it when ``max_steps`` is not a multiple of the interval
       summary.json        how the run ended: steps, stop reason, best metric and step, timings, tokens/s
 
 Order within a step: train, log, evaluate (maybe write ``best.safetensors``), checkpoint. A fresh run commits a
@@ -93,6 +95,7 @@ __all__ = [
     "Trainer",
     "Validation",
     "WarmupDecay",
+    "check_keep_weights",
     "make_batches",
     "seq2seq_loss",
 ]
@@ -130,6 +133,11 @@ def _check_number(name: str, value: Any, *, minimum: float, integer: bool = Fals
     if value < minimum or (below is not None and value >= below):
         bound = f"in [{minimum}, {below})" if below is not None else f">= {minimum}"
         raise ValueError(f"{name}: expected a value {bound}, received {value!r}")
+
+
+def check_keep_weights(keep_weights: Any) -> None:
+    """``keep_weights`` (how many checkpoints' weights to keep): an int >= 0."""
+    _check_number("keep_weights", keep_weights, minimum=0, integer=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,8 +409,9 @@ class Trainer:
         dist: the data-parallel context (:func:`~attnlab.train.distributed.init_from_env`); one process by default.
         progress: show a tqdm bar (None: only when stderr is a terminal); ``verbose``: one line per evaluation.
         keep_weights: also write the weights at every checkpoint (after step 0) to ``weights/step-<step>.safetensors``
-            and keep the newest ``keep_weights`` of them (0: none), for averaging with ``attnlab export``. Output
-            only: not part of the config, so a run may be resumed with another value.
+            and keep the newest ``keep_weights`` of them (0: none), for averaging with ``attnlab export``; their
+            ``dev`` metadata is None unless the step was evaluated. Output only: not part of the config, so a run
+            may be resumed with another value.
     """
 
     def __init__(
@@ -428,8 +437,7 @@ class Trainer:
             raise TypeError(f"data: expected a TrainData, received {type(data).__name__}")
         if validation is not None and not isinstance(validation, Validation):
             raise TypeError(f"validation: expected a Validation or None, received {type(validation).__name__}")
-        if isinstance(keep_weights, bool) or not isinstance(keep_weights, int) or keep_weights < 0:
-            raise ValueError(f"keep_weights: expected an int >= 0, received {keep_weights!r}")
+        check_keep_weights(keep_weights)
         self.model = model
         self.config = config
         self.data = data
@@ -661,8 +669,9 @@ class Trainer:
         metrics = state.metrics if state.last_eval_step == state.step else None  # dev scores of these weights only
         save_tensors(folder / f"step-{state.step:07d}.safetensors", model.state_dict(),
                      self._weights_metadata(state, metrics))  # fmt: skip
-        for old in sorted(folder.glob("step-*.safetensors"))[: -self.keep_weights]:
-            old.unlink(missing_ok=True)
+        kept = _kept_weights(folder)
+        for step in sorted(kept)[: -self.keep_weights]:
+            kept[step].unlink(missing_ok=True)
 
     def _restore(self, model: nn.Module, optimizer: Any, scheduler: Any) -> _State:
         ctx = self.dist
@@ -693,9 +702,13 @@ class Trainer:
         if ctx.is_main:
             for name in (TRAIN_LOG, EVAL_LOG):
                 _truncate_log(self.run_dir / name, state.step)
-            for leftover in self.run_dir.glob(".*.tmp-*"):  # atomic_write_bytes temp files of a killed write
+            weights = self.run_dir / WEIGHTS_DIR
+            for leftover in [*self.run_dir.glob(".*.tmp-*"), *weights.glob(".*.tmp-*")]:  # temp files of a killed write
                 if leftover.is_file():
                     leftover.unlink(missing_ok=True)
+            for step, path in _kept_weights(weights).items():  # written after this checkpoint by a killed attempt
+                if step > state.step:
+                    path.unlink(missing_ok=True)
         return state
 
     def _weights_metadata(self, state: _State, metrics: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -732,6 +745,16 @@ class Trainer:
     def _log(self, name: str, record: Mapping[str, Any]) -> None:
         if self.dist.is_main:
             append_jsonl(self.run_dir / name, record)
+
+
+def _kept_weights(folder: Path) -> dict[int, Path]:
+    """``{step: path}`` of the ``step-<n>.safetensors`` files in ``folder`` (numeric steps, whatever their width)."""
+    found = {}
+    for path in folder.glob("step-*.safetensors"):
+        digits = path.name[len("step-") : -len(".safetensors")]
+        if digits.isdigit():
+            found[int(digits)] = path
+    return found
 
 
 def _truncate_log(path: Path, step: int) -> None:
