@@ -9,11 +9,10 @@ attention sites without allocating it.
 [--max-steps N] [--seed S] [--resume | --force] [--keep-weights K]`` trains one (``torchrun --nproc_per_node N -m
 attnlab.cli train ...`` for data parallelism); ``attnlab eval g2p [--model DIR_or_FILE] [--split test|dev] [--json]
 [--beam K] [--limit N] [--by-length]`` scores a trained model (the shipped one by default); ``attnlab export
-SOURCE... --out FILE [--dtype float16] [--ensemble]`` writes a weight file to ship (several sources are averaged,
-or with ``--ensemble`` combined); ``attnlab
-explain WORD... [--model PATH] [--png FILE] [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes
-of each word and a heatmap of the letters each phoneme attended to. Every failure exits non-zero with one line on
-stderr.
+SOURCE... --out FILE [--dtype float16] [--ensemble [--weights W,...]]`` writes a weight file to ship (several
+sources are averaged, or with ``--ensemble`` combined); ``attnlab explain WORD... [--model PATH] [--png FILE]
+[--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word and a heatmap of the letters
+each phoneme attended to. Every failure exits non-zero with one line on stderr.
 """
 
 from __future__ import annotations
@@ -126,11 +125,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (2,1,1), received {text!r}") from None
+
+
 @_reports_errors
 def _export(args: argparse.Namespace) -> int:
     from .experiments import export_model
 
-    export = export_model(args.sources, args.out, dtype=args.dtype, note=args.note, ensemble=args.ensemble)
+    export = export_model(args.sources, args.out, dtype=args.dtype, note=args.note, ensemble=args.ensemble,
+                          weights=args.weights)  # fmt: skip
     size = Path(args.out).stat().st_size
     what = f"the average of {export['averaged']} weight files" if export["averaged"] > 1 else "one weight file"
     if export["ensemble"]:
@@ -304,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument(
         "--ensemble", action="store_true", help="combine models of one task: decode with their mean distribution"
     )
+    exporting.add_argument("--weights", type=_weight_list, default=None, metavar="W,W,...",
+                           help="with --ensemble: one weight per source, e.g. 2,1,1 (default: equal)")  # fmt: skip
     exporting.set_defaults(run=_export)
 
     explain = sub.add_parser("explain", help="decode words with a G2P model and show which letters each phoneme "

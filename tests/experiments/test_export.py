@@ -190,3 +190,22 @@ def test_a_task_the_registry_does_not_rebuild_is_exported_as_is(tmp_path, task):
     save_tensors(tmp_path / "canvas.safetensors", tensors, {**meta, "task": canvas})
     export_model([tmp_path / "canvas.safetensors"], tmp_path / "out.safetensors")
     assert load_tensors(tmp_path / "out.safetensors")[1]["task"] == canvas
+
+
+def test_ensemble_weights_are_written_and_refused_without_an_ensemble(tmp_path, task, capsys):
+    a, _ = _weights(tmp_path, task, 0)
+    b, _ = _weights(tmp_path, task, 1)
+    out = tmp_path / "weighted.safetensors"
+    assert main(["export", str(a), str(b), "--ensemble", "--weights", "3,1", "--out", str(out)]) == 0
+    assert load_model(out).model.weights == (0.75, 0.25)
+    assert load_tensors(out)[1]["model"]["config"]["weights"] == [0.75, 0.25]
+    capsys.readouterr()
+    assert main(["export", str(a), str(b), "--weights", "3,1", "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "only an ensemble has member weights" in capsys.readouterr().err
+    assert (
+        main(["export", str(a), str(b), "--ensemble", "--weights", "1", "--out", str(tmp_path / "x.safetensors")]) == 1
+    )
+    assert "one weight per member (2)" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(SystemExit):
+        main(["export", str(a), str(b), "--ensemble", "--weights", "3;1", "--out", str(tmp_path / "x.safetensors")])

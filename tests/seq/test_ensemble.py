@@ -106,3 +106,26 @@ def test_refusals():
         mixed(batch)
     with pytest.raises(ValueError, match="different vocabularies"):
         greedy(mixed, batch.src, batch.src_lengths, **IDS)
+
+
+def test_weights_mix_the_members_unevenly_and_survive_the_spec():
+    members = [m.double() for m in _members()]
+    batch = make_batch()
+    weighted = Ensemble(members, weights=[2, 1, 1]).eval()
+    assert weighted.weights == (0.5, 0.25, 0.25)
+    with torch.no_grad():
+        probs = [torch.softmax(m(batch), -1) for m in members]
+        torch.testing.assert_close(weighted(batch), torch.log(0.5 * probs[0] + 0.25 * probs[1] + 0.25 * probs[2]),
+                                   rtol=0, atol=1e-12)  # fmt: skip
+        equal = Ensemble(members, weights=[3.0, 3.0, 3.0]).eval()
+        torch.testing.assert_close(equal(batch), Ensemble(members).eval()(batch), rtol=0, atol=1e-12)
+        spec = model_spec(weighted)
+        assert spec["config"]["weights"] == [0.5, 0.25, 0.25]
+        rebuilt = build_model(spec).double().eval()
+        rebuilt.load_state_dict(weighted.state_dict())
+        assert torch.equal(rebuilt(batch), weighted(batch))
+        old = {**spec, "config": {"members": spec["config"]["members"]}}  # a file from before weights: uniform
+        assert build_model(old).weights == (1 / 3,) * 3
+    for bad in ([1, 1], [1, 0, 1], [1, -2, 1], [1, float("nan"), 1], [1, True, 1], "111"):
+        with pytest.raises(ValueError, match="weights"):
+            Ensemble(members, weights=bad)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from attnlab.seq import Ensemble
 from attnlab.train.checkpoint import load_tensors, save_tensors
 
 from .models import MODEL_FORMAT, STORAGE_DTYPES, load_model
@@ -63,9 +64,11 @@ def export_model(
     dtype: str = "float16",
     note: str | None = None,
     ensemble: bool = False,
+    weights: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` from ``sources`` (run directories or weight files; several are averaged, or with ``ensemble``
-    combined as an :class:`~attnlab.seq.Ensemble`); returns its ``export`` metadata. ``out`` is replaced only by
+    combined as an :class:`~attnlab.seq.Ensemble`, uniformly or by ``weights``, one per source); returns its
+    ``export`` metadata. ``out`` is replaced only by
     a file that has been loaded back successfully: on any failure an existing ``out`` is left as it was.
 
     Raises:
@@ -84,9 +87,11 @@ def export_model(
     out = Path(out)
     if out.resolve() in {p.resolve() for p in paths}:
         raise ValueError(f"--out {out}: is one of the sources; write the export to a new file")
+    if weights is not None and not ensemble:
+        raise ValueError("weights: only an ensemble has member weights; pass ensemble=True (--ensemble)")
     read = [_read(path) for path in paths]
     if ensemble:
-        tensors, metadata = _ensemble(paths, read)
+        tensors, metadata = _ensemble(paths, read, weights)
     else:
         tensors, metadata = _average(paths, read)
     described = [_describe(path, meta) for path, (_, meta) in zip(paths, read, strict=True)]
@@ -117,11 +122,14 @@ def _average(
 
 
 def _ensemble(
-    paths: Sequence[Path], read: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+    paths: Sequence[Path],
+    read: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+    weights: Sequence[float] | None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """One Ensemble file's tensors (``members.I.NAME``) and metadata from member weight files of one task."""
     if len(paths) < 2:
         raise ValueError(f"--ensemble: expected at least two models, received {len(paths)}")
+    normalised = Ensemble.normalised_weights(weights, len(paths))  # refuses a wrong count or a bad weight
     first_meta = read[0][1]
     tensors, specs, experiments, parameters = {}, [], [], 0
     for i, (path, (member, meta)) in enumerate(zip(paths, read, strict=True)):
@@ -135,7 +143,7 @@ def _ensemble(
         experiments.append(str(meta.get("experiment")))
         parameters += sum(t.numel() for t in member.values())
     metadata = {key: first_meta[key] for key in ("format", "version", "task") if key in first_meta}
-    metadata |= {"model": {"class": "Ensemble", "config": {"members": specs}},
+    metadata |= {"model": {"class": "Ensemble", "config": {"members": specs, "weights": list(normalised)}},
                  "experiment": f"ensemble({', '.join(experiments)})", "parameters": parameters, "dev": None,
                  "step": None}  # fmt: skip
     return tensors, metadata

@@ -62,9 +62,11 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
     """``{"class", "config"}`` (plain JSON) for a model listed in :data:`MODELS`, or an
-    :class:`~attnlab.seq.Ensemble` of them (``{"class": "Ensemble", "config": {"members": [spec, ...]}}``)."""
+    :class:`~attnlab.seq.Ensemble` of them (``{"class": "Ensemble", "config": {"members": [spec, ...],
+    "weights": [w, ...]}}``; files without ``weights`` mean uniform ones)."""
     if isinstance(model, Ensemble):
-        return {"class": "Ensemble", "config": {"members": [model_spec(member) for member in model.members]}}
+        members = [model_spec(member) for member in model.members]
+        return {"class": "Ensemble", "config": {"members": members, "weights": list(model.weights)}}
     name = type(model).__name__
     if name not in MODELS or not isinstance(model, MODELS[name][0]):
         raise TypeError(f"model: expected one of {sorted(MODELS)}, received {type(model).__qualname__}")
@@ -78,11 +80,11 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     name = spec["class"]
     if name == "Ensemble":
         config = spec["config"]
-        if not isinstance(config, dict) or set(config) != {"members"} or not isinstance(config["members"], list) \
-                or not config["members"]:  # fmt: skip
-            raise ValueError(f"model spec: Ensemble: expected config {{'members': [spec, ...]}} and nothing else, "
-                             f"received {config!r:.200}")  # fmt: skip
-        return Ensemble([build_model(member) for member in config["members"]])
+        if not isinstance(config, dict) or not {"members"} <= set(config) <= {"members", "weights"} \
+                or not isinstance(config["members"], list) or not config["members"]:  # fmt: skip
+            raise ValueError(f"model spec: Ensemble: expected config {{'members': [spec, ...], 'weights': [...]}} "
+                             f"and nothing else, received {config!r:.200}")  # fmt: skip
+        return Ensemble([build_model(member) for member in config["members"]], config.get("weights"))
     if name not in MODELS:
         raise ValueError(f"model spec: class: expected one of {sorted(MODELS)}, received {name!r}")
     module_class, config_class = MODELS[name]
