@@ -48,6 +48,19 @@ def _config(**changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+def _crash_at_step(step: int):
+    """A loss function that raises on its ``step``-th call (a crash in the middle of a run)."""
+    calls = [0]
+
+    def loss_fn(model, batch):
+        calls[0] += 1
+        if calls[0] == step:
+            raise RuntimeError("simulated crash")
+        return seq2seq_loss(model, batch)
+
+    return loss_fn
+
+
 def _read_log(run, name="train.jsonl"):
     return [json.loads(line) for line in (run / name).read_text().splitlines()]
 
@@ -186,16 +199,8 @@ def test_resume_after_a_crash_is_bit_identical_with_bf16_and_token_batches(tmp_p
     Trainer(_model(), config, _data(), reference, validation=validation, verbose=False).fit()
 
     run = prepare_run_dir(tmp_path / "run")
-    calls = [0]
-
-    def crash_at_step_7(model, batch):
-        calls[0] += 1
-        if calls[0] == 7:
-            raise RuntimeError("simulated crash")
-        return seq2seq_loss(model, batch)
-
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(_model(), config, _data(), run, loss_fn=crash_at_step_7, validation=validation, verbose=False).fit()
+        Trainer(_model(), config, _data(), run, loss_fn=_crash_at_step(7), validation=validation, verbose=False).fit()
     torch.manual_seed(123)  # whatever the RNGs hold now, resume restores them
     Trainer(_model(), config, _data(), run, validation=validation, verbose=False).fit(resume=True)
     (a, _), (b, _) = load_tensors(reference / "model.safetensors"), load_tensors(run / "model.safetensors")
@@ -226,16 +231,8 @@ def test_keep_weights_is_output_only_a_resumed_run_may_turn_it_on(tmp_path):
     assert not (reference / "weights").exists()  # off by default
 
     run = prepare_run_dir(tmp_path / "run")
-    calls = [0]
-
-    def crash_at_step_7(model, batch):
-        calls[0] += 1
-        if calls[0] == 7:
-            raise RuntimeError("simulated crash")
-        return seq2seq_loss(model, batch)
-
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(_model(), _config(), _data(), run, loss_fn=crash_at_step_7, verbose=False).fit()
+        Trainer(_model(), _config(), _data(), run, loss_fn=_crash_at_step(7), verbose=False).fit()
     Trainer(_model(), _config(), _data(), run, verbose=False, keep_weights=5).fit(resume=True)
     assert sorted(p.name for p in (run / "weights").iterdir()) == ["step-0000010.safetensors",
                                                                     "step-0000012.safetensors"]  # fmt: skip
@@ -248,20 +245,11 @@ def test_keep_weights_is_output_only_a_resumed_run_may_turn_it_on(tmp_path):
 
 def test_resume_drops_kept_weights_a_killed_attempt_wrote_past_the_checkpoint(tmp_path):
     run = prepare_run_dir(tmp_path / "run")
-    calls = [0]
-
-    def crash_at_step_7(model, batch):
-        calls[0] += 1
-        if calls[0] == 7:
-            raise RuntimeError("simulated crash")
-        return seq2seq_loss(model, batch)
-
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(_model(), _config(), _data(), run, loss_fn=crash_at_step_7, verbose=False, keep_weights=3).fit()
+        Trainer(_model(), _config(), _data(), run, loss_fn=_crash_at_step(7), verbose=False, keep_weights=3).fit()
     weights = run / "weights"
     assert sorted(p.name for p in weights.iterdir()) == ["step-0000005.safetensors"]
-    # what a kill can leave: weights written past the committed checkpoint (step 5), a torn temp file, and a step
-    # number wider than the zero padding (sorted as text it would come first and be pruned as the oldest)
+    # what a kill can leave: weights written past the committed checkpoint (step 5) and a torn temp file
     (weights / "step-0000006.safetensors").write_bytes((weights / "step-0000005.safetensors").read_bytes())
     (weights / ".step-0000010.safetensors.tmp-1234").write_bytes(b"torn")
     Trainer(_model(), _config(), _data(), run, verbose=False, keep_weights=3).fit(resume=True)

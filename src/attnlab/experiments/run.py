@@ -87,10 +87,10 @@ def train_experiment(
         ValueError: resume settings that contradict the run's; NonFiniteLossError: the loss diverged.
     """
     experiment = get_experiment(name)
-    # Unknown budget (KeyError) or a bad --seed/--max-steps (ValueError) fail before the disk is touched.
+    # Unknown budget (KeyError) or a bad --seed/--max-steps/--keep-weights fail before the disk is touched.
     given = {"seed": seed, "max_steps": max_steps}
-    check_keep_weights(keep_weights)
     dataclasses.replace(experiment.budget(budget or "quick").train, **{k: v for k, v in given.items() if v is not None})
+    check_keep_weights(keep_weights)
     ctx = init_from_env(device)
     try:
         run = Path(out).expanduser()
