@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from attnlab.seq import Ensemble
+from attnlab.seq.ensemble import normalised_weights
 from attnlab.train.checkpoint import load_tensors, save_tensors
 
 from .models import MODEL_FORMAT, STORAGE_DTYPES, load_model
@@ -68,8 +68,8 @@ def export_model(
 ) -> dict[str, Any]:
     """Write ``out`` from ``sources`` (run directories or weight files; several are averaged, or with ``ensemble``
     combined as an :class:`~attnlab.seq.Ensemble`, uniformly or by ``weights``, one per source); returns its
-    ``export`` metadata. ``out`` is replaced only by
-    a file that has been loaded back successfully: on any failure an existing ``out`` is left as it was.
+    ``export`` metadata. ``out`` is replaced only by a file that has been loaded back successfully: on any failure
+    an existing ``out`` is left as it was.
 
     Raises:
         ValueError: no sources, an unknown ``dtype``, sources of different models or tasks, a source that is not
@@ -129,7 +129,7 @@ def _ensemble(
     """One Ensemble file's tensors (``members.I.NAME``) and metadata from member weight files of one task."""
     if len(paths) < 2:
         raise ValueError(f"--ensemble: expected at least two models, received {len(paths)}")
-    normalised = Ensemble.normalised_weights(weights, len(paths))  # refuses a wrong count or a bad weight
+    normalised = normalised_weights(weights, len(paths))  # refuses a wrong count or a bad weight
     first_meta = read[0][1]
     tensors, specs, experiments, parameters = {}, [], [], 0
     for i, (path, (member, meta)) in enumerate(zip(paths, read, strict=True)):

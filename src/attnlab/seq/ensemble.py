@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .base import ModelOutput, Seq2SeqInputs, Site
 
-__all__ = ["Ensemble"]
+__all__ = ["Ensemble", "normalised_weights"]
 
 
 def _mean_distribution(log_probs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -41,7 +41,7 @@ def _mean_distribution(log_probs: Sequence[Tensor], weights: Sequence[float]) ->
     return torch.logsumexp(stacked, dim=0)
 
 
-def _normalised(weights: Sequence[float] | None, members: int) -> tuple[float, ...]:
+def normalised_weights(weights: Sequence[float] | None, members: int) -> tuple[float, ...]:
     """``weights`` scaled to sum to 1 (None: uniform); refuses a wrong count or a weight that is not positive."""
     if weights is None:
         return (1.0 / members,) * members
@@ -71,9 +71,7 @@ class Ensemble(nn.Module):
                 raise TypeError(f"members[{i}]: expected a sequence-to-sequence model with encode, step, reorder and "
                                 f"attention_sites; {type(member).__name__} lacks {missing or 'nn.Module'}")  # fmt: skip
         self.members = nn.ModuleList(members)
-        self.weights = _normalised(weights, len(members))
-
-    normalised_weights = staticmethod(_normalised)
+        self.weights = normalised_weights(weights, len(members))
 
     def attention_sites(self) -> list[Site]:
         return [dataclasses.replace(site, name=f"members.{i}.{site.name}")
