@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -32,6 +33,7 @@ CORE = ["g2p-rnn", "g2p-bahdanau", "g2p-luong", "g2p-lstmn", "g2p-transformer", 
 SCORES = ["dot", "scaled_dot", "general", "additive", "cosine", "location"]
 LAB = ["reverse-bahdanau-4heads", "reverse-bahdanau-projected", "reverse-transformer", "reverse-decoder-only",
        *[f"scores-{model}-{score}" for score in SCORES for model in ("rnn", "transformer")], "g2p-bahdanau-4heads",
+       "g2p-bahdanau-smoothed",
        *[f"g2p-scores-{model}-{score}" for score in SCORES for model in ("rnn", "transformer")]]  # fmt: skip
 BLOCKS = ["aa_conv", "botnet", "cbam", "criss_cross", "eca", "nonlocal", "sagan", "sasa", "se"]
 POINTER = ["cnn", *BLOCKS, "sagan-stage1", "sagan-stage2", "sagan-gate1", "sagan-nogate", "sagan-kv2",
@@ -139,6 +141,15 @@ def test_reverse_smoke_trains_and_evaluates_by_length(tmp_path, capsys):
     assert sum(row["n"] for row in scores["by_length"].values()) == 20
     task = ReverseTask(**get_experiment("reverse-bahdanau").budget("smoke").data)
     assert task.pairs("dev") != task.pairs("test")
+
+
+def test_the_smoothed_bahdanau_variant_differs_from_its_base_only_in_label_smoothing():
+    base, smoothed = get_experiment("g2p-bahdanau"), get_experiment("g2p-bahdanau-smoothed")
+    assert smoothed.make_model is base.make_model and smoothed.make_task is base.make_task
+    for budget in BUDGETS:
+        plan, variant = base.budget(budget), smoothed.budget(budget)
+        assert plan.train.label_smoothing == 0.0 and variant.train.label_smoothing == 0.1
+        assert variant == dataclasses.replace(plan, train=dataclasses.replace(plan.train, label_smoothing=0.1))
 
 
 def test_a_stress_free_g2p_task_merges_stress_variants_and_reports_no_stressed_scores(tmp_path, capsys):
