@@ -182,14 +182,15 @@ for _name in ("g2p-rnn", "g2p-bahdanau", "g2p-luong", "g2p-lstmn", "g2p-transfor
 
 # -- the Bahdanau model with the Transformer's label smoothing (0.1). At the quick budget it scored worse: dev WER
 # without stress, seeds 0-3, 46.79, 46.55, 48.47, 48.02 (mean 47.46) against 47.64, 45.46, 46.91, 47.21 (46.81).
+_base = get_experiment("g2p-bahdanau")
 register(
     dataclasses.replace(
-        get_experiment("g2p-bahdanau"),
+        _base,
         name="g2p-bahdanau-smoothed",
-        description=f"{get_experiment('g2p-bahdanau').description}; label smoothing 0.1",
+        description=f"{_base.description}; label smoothing 0.1",
         budgets={
             name: dataclasses.replace(plan, train=dataclasses.replace(plan.train, label_smoothing=0.1))
-            for name, plan in _RNN_BUDGETS.items()
+            for name, plan in _base.budgets.items()
         },
     )
 )
