@@ -137,6 +137,23 @@ def test_collate_seq2seq():
         batch.src = batch.tgt_in  # frozen
 
 
+def test_collate_seq2seq_with_src_eos_ends_every_source_with_eos_and_leaves_the_targets_alone():
+    src_vocab, tgt_vocab = Vocab(list("abc")), Vocab(["X", "Y"])
+    pairs = [("ab", ["X"]), ("c", ["Y", "X", "Y"])]
+    plain, ended = (
+        collate_seq2seq(pairs, src_vocab, tgt_vocab),
+        collate_seq2seq(pairs, src_vocab, tgt_vocab, src_eos=True),
+    )
+    assert ended.src.tolist() == [[5, 6, 2], [7, 2, 0]] and ended.src_lengths.tolist() == [3, 2]
+    rows = torch.arange(2)
+    assert torch.equal(ended.src[rows, ended.src_lengths - 1], torch.full((2,), src_vocab.eos_id))
+    assert not (plain.src == src_vocab.eos_id).any()  # the default has no specials in the source
+    for name in ("tgt_in", "tgt_out", "tgt_lengths"):
+        assert torch.equal(getattr(ended, name), getattr(plain, name))
+    with pytest.raises(TypeError, match="src_eos: expected a bool, received int 1"):
+        collate_seq2seq(pairs, src_vocab, tgt_vocab, src_eos=1)
+
+
 # shard
 
 

@@ -33,7 +33,7 @@ CORE = ["g2p-rnn", "g2p-bahdanau", "g2p-luong", "g2p-lstmn", "g2p-transformer", 
 SCORES = ["dot", "scaled_dot", "general", "additive", "cosine", "location"]
 LAB = ["reverse-bahdanau-4heads", "reverse-bahdanau-projected", "reverse-transformer", "reverse-decoder-only",
        *[f"scores-{model}-{score}" for score in SCORES for model in ("rnn", "transformer")], "g2p-bahdanau-4heads",
-       "g2p-bahdanau-smoothed",
+       "g2p-bahdanau-smoothed", "g2p-transformer-srceos",
        *[f"g2p-scores-{model}-{score}" for score in SCORES for model in ("rnn", "transformer")]]  # fmt: skip
 BLOCKS = ["aa_conv", "botnet", "cbam", "criss_cross", "eca", "nonlocal", "sagan", "sasa", "se"]
 POINTER = ["cnn", *BLOCKS, "sagan-stage1", "sagan-stage2", "sagan-gate1", "sagan-nogate", "sagan-kv2",

@@ -84,10 +84,11 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch
 @dataclass(frozen=True)
 class Seq2SeqBatch:
     """A padded encoder-decoder batch. ``tgt_in`` = BOS + target feeds the decoder (teacher forcing);
-    ``tgt_out`` = target + EOS is what it must predict, position by position; both have ``tgt_lengths``."""
+    ``tgt_out`` = target + EOS is what it must predict, position by position; both have ``tgt_lengths``.
+    ``src`` is the source alone, or source + EOS when collated with ``src_eos``."""
 
-    src: torch.Tensor  # (B, S) source ids, no specials
-    src_lengths: torch.Tensor  # (B,)
+    src: torch.Tensor  # (B, S) source ids: no specials, or EOS last (src_eos)
+    src_lengths: torch.Tensor  # (B,) = len(source) (+ 1 with src_eos)
     tgt_in: torch.Tensor  # (B, T)
     tgt_out: torch.Tensor  # (B, T)
     tgt_lengths: torch.Tensor  # (B,) = len(target) + 1
@@ -98,12 +99,24 @@ class Seq2SeqBatch:
 
 
 def collate_seq2seq(
-    pairs: Sequence[tuple[Sequence[str], Sequence[str]]], src_vocab: Vocab, tgt_vocab: Vocab
+    pairs: Sequence[tuple[Sequence[str], Sequence[str]]],
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    *,
+    src_eos: bool = False,
 ) -> Seq2SeqBatch:
-    """Encode and pad ``(source, target)`` symbol pairs; padding uses each vocabulary's PAD id."""
+    """Encode and pad ``(source, target)`` symbol pairs; padding uses each vocabulary's PAD id.
+
+    ``src_eos`` appends the source vocabulary's EOS to every source, ``x_1 .. x_S, EOS``: an encoder that cannot
+    see where its input ends (self-attention has no direction, only positions) then has an explicit end key,
+    which cross-attention can also attend to when no letter fits. Off by default (the sources are the symbols
+    alone).
+    """
     if len(pairs) == 0:
         raise ValueError("pairs: expected at least one (source, target) pair, received none")
-    src, src_lengths = pad([src_vocab.encode(source) for source, _ in pairs], src_vocab.pad_id)
+    if not isinstance(src_eos, bool):
+        raise TypeError(f"src_eos: expected a bool, received {type(src_eos).__name__} {src_eos!r}")
+    src, src_lengths = pad([src_vocab.encode(source, add_eos=src_eos) for source, _ in pairs], src_vocab.pad_id)
     targets = [tgt_vocab.encode(target) for _, target in pairs]
     tgt_in, tgt_lengths = pad([[tgt_vocab.bos_id, *t] for t in targets], tgt_vocab.pad_id)
     tgt_out, _ = pad([[*t, tgt_vocab.eos_id] for t in targets], tgt_vocab.pad_id)

@@ -55,20 +55,26 @@ def decode(
     *,
     beam: int = 1,
     batch_size: int = 256,
+    src_eos: bool = False,
 ) -> list[list[str]]:
     """Output symbols for each source (greedy, or beam search with ``beam > 1``), in input order.
 
-    Sources are decoded in batches of similar length; the model should be in eval mode.
+    Sources are decoded in batches of similar length; the model should be in eval mode. ``src_eos`` appends EOS to
+    every source, as :func:`~attnlab.data.collate_seq2seq` does in training (a model must be decoded the way it was
+    trained: :class:`G2PTask` passes its own ``src_eos``).
     """
     if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
         raise ValueError(f"beam: expected a positive int, received {beam!r}")
+    if not isinstance(src_eos, bool):
+        raise TypeError(f"src_eos: expected a bool, received {type(src_eos).__name__} {src_eos!r}")
     device = next(model.parameters()).device
     ids = dict(bos_id=tgt_vocab.bos_id, eos_id=tgt_vocab.eos_id, pad_id=tgt_vocab.pad_id)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[str]] = [[] for _ in sources]
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        src, lengths = pad([src_vocab.encode(sources[i]) for i in rows], src_vocab.pad_id)  # (B, S), (B,)
+        encoded = [src_vocab.encode(sources[i], add_eos=src_eos) for i in rows]
+        src, lengths = pad(encoded, src_vocab.pad_id)  # (B, S), (B,)
         src, lengths = src.to(device), lengths.to(device)
         if beam == 1:
             decoded = greedy(model, src, lengths, **ids)
@@ -98,6 +104,10 @@ class G2PTask:
     the stress variants of a pronunciation merge into one example, and the output vocabulary has 39 phonemes
     instead of 69). Such a model predicts no stress, so its with-stress scores ``wer`` and ``per`` are None.
 
+    ``src_eos=True`` ends every source word with the EOS symbol, in training and decoding alike (``letters + EOS``:
+    an encoder without recurrence then sees where the word ends, and cross-attention has an end key). Off by default;
+    weight files written before the option have no ``src_eos`` entry in their task spec and load with it off.
+
     Dev metric: ``wer_no_stress`` (lower is better), greedy decoding on ``dev_words`` evenly spaced dev words.
     """
 
@@ -109,26 +119,30 @@ class G2PTask:
         dev_words: int | None = None,
         *,
         stress: bool = True,
+        src_eos: bool = False,
         src_vocab: Vocab | None = None,
         tgt_vocab: Vocab | None = None,
     ) -> None:
-        if not isinstance(stress, bool):
-            raise TypeError(f"stress: expected a bool, received {type(stress).__name__} {stress!r}")
+        for name, value in (("stress", stress), ("src_eos", src_eos)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name}: expected a bool, received {type(value).__name__} {value!r}")
         self.train_words = train_words
         self.dev_words = dev_words
         self.stress = stress
+        self.src_eos = src_eos
         self.src_vocab = src_vocab or letter_vocab()
         self.tgt_vocab = tgt_vocab or phoneme_vocab(stress=stress)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "train_words": self.train_words, "dev_words": self.dev_words,
-                "stress": self.stress, "src_vocab": self.src_vocab.to_json(),
+                "stress": self.stress, "src_eos": self.src_eos, "src_vocab": self.src_vocab.to_json(),
                 "tgt_vocab": self.tgt_vocab.to_json()}  # fmt: skip
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> G2PTask:
         vocabs = {"src_vocab": Vocab.from_json(spec["src_vocab"]), "tgt_vocab": Vocab.from_json(spec["tgt_vocab"])}
-        return cls(spec.get("train_words"), spec.get("dev_words"), stress=spec.get("stress", True), **vocabs)
+        return cls(spec.get("train_words"), spec.get("dev_words"), stress=spec.get("stress", True),
+                   src_eos=spec.get("src_eos", False), **vocabs)  # fmt: skip
 
     def entries(self, split: str, limit: int | None = None) -> list[tuple[str, list[tuple[str, ...]]]]:
         """``(word, pronunciations)`` of ``split``, ``limit`` of them evenly spaced."""
@@ -141,9 +155,20 @@ class G2PTask:
         else:  # stress variants of one pronunciation become one example (dict: first-seen order)
             plain = dict.fromkeys((word, strip_stress(pron)) for word, prons in entries for pron in prons)
             pairs = [(list(word), list(pron)) for word, pron in plain]
-        lengths = [len(src) + len(tgt) + 1 for src, tgt in pairs]  # source + target + EOS
-        collate = functools.partial(collate_seq2seq, src_vocab=self.src_vocab, tgt_vocab=self.tgt_vocab)
+        # source + target + EOS, with src_eos too: the source EOS is left out of the lengths so that a src_eos run
+        # buckets and cuts its token budget exactly as its base does, and both train on the same batches of words
+        lengths = [len(src) + len(tgt) + 1 for src, tgt in pairs]
+        collate = functools.partial(collate_seq2seq, src_vocab=self.src_vocab, tgt_vocab=self.tgt_vocab,
+                                    src_eos=self.src_eos)  # fmt: skip
         return TrainData(pairs, lengths, collate)
+
+    def decode(
+        self, model: nn.Module, words: Sequence[str], *, beam: int = 1, batch_size: int = 256
+    ) -> list[list[str]]:
+        """Phonemes for each word, decoded as this task trains (:func:`decode` with the task's vocabularies and
+        ``src_eos``)."""
+        return decode(model, words, self.src_vocab, self.tgt_vocab, beam=beam, batch_size=batch_size,
+                      src_eos=self.src_eos)  # fmt: skip
 
     def evaluate(
         self,
@@ -160,7 +185,7 @@ class G2PTask:
 
         words = [word for word, _ in entries]
         refs = [list(prons) for _, prons in entries]
-        hyps = decode(model, words, self.src_vocab, self.tgt_vocab, beam=beam, batch_size=batch_size)
+        hyps = self.decode(model, words, beam=beam, batch_size=batch_size)
         plain = metrics.g2p_scores(hyps, refs, stress=False)
         stressed = metrics.g2p_scores(hyps, refs, stress=True) if self.stress else {"wer": None, "per": None}
         result: dict[str, Any] = {"wer": stressed["wer"], "per": stressed["per"], "wer_no_stress": plain["wer"],
