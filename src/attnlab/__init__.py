@@ -10,7 +10,7 @@ from .attention import CrossAttention, KVCache, Memory, SelfAttention
 from .core import Attended, attend, attend_prepared
 from .scores import Score, available_scores, get_score, register_score
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version source: pyproject.toml reads this literal without importing attnlab
 
 _SUBPACKAGES = {"seq", "vision", "data", "train"}
 

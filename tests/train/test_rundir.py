@@ -11,6 +11,7 @@ import torch
 
 from attnlab.train.checkpoint import save_checkpoint
 from attnlab.train.rundir import (
+    LOCK_FILE,
     RUN_MARKER,
     NothingToResumeError,
     RunDirExistsError,
@@ -49,7 +50,7 @@ def test_force_clears_a_run(tmp_path):
     (run / "sub").mkdir()
     (run / "sub" / "x").write_text("x")
     assert prepare_run_dir(run, force=True) == run
-    assert sorted(p.name for p in run.iterdir()) == [RUN_MARKER]
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE, RUN_MARKER]  # the lock file stays (test_run_lock.py)
 
 
 def test_force_refuses_unmarked_directories(tmp_path):

@@ -44,6 +44,7 @@ given the same thread count (``OMP_NUM_THREADS``): CPU kernels may split reducti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -79,7 +80,7 @@ from attnlab.train.distributed import (
     local_share,
     sync_gradients,
 )
-from attnlab.train.rundir import append_jsonl, checkpoint_dir
+from attnlab.train.rundir import append_jsonl, checkpoint_dir, lock_run_dir
 
 __all__ = [
     "BEST_FILE",
@@ -468,12 +469,32 @@ class Trainer:
     def fit(self, *, resume: bool = False) -> TrainResult:
         """Train until ``max_steps`` or early stopping; with ``resume`` continue from the run's checkpoint.
 
+        The writing process (rank 0) holds the run directory's lock (:func:`~attnlab.train.rundir.lock_run_dir`)
+        from before the first read to after the last write, so a second writer is refused instead of corrupting
+        this run's checkpoints; it is released when ``fit`` returns or raises.
+
         Raises:
             NonFiniteLossError: the loss or gradient norm became NaN/Inf (the message names the step).
             CheckpointError / CheckpointNotFoundError: ``resume`` with a damaged or missing checkpoint.
             ValueError: ``resume`` with a different config or world size than the run was started with; a fresh
                 run into a directory that already holds a training log.
+            RunDirLockedError: another process is writing ``run_dir``.
         """
+        ctx = self.dist
+        with contextlib.ExitStack() as held:
+            failure: BaseException | None = None
+            if ctx.is_main:  # only rank 0 writes the run directory
+                try:
+                    held.enter_context(lock_run_dir(self.run_dir))
+                except Exception as exc:  # re-raised below, after telling the other ranks
+                    failure = exc
+            if not ctx.agree(failure is None):
+                if failure is not None:
+                    raise failure
+                raise RuntimeError(f"rank 0 could not lock the run directory {self.run_dir}; see its error")
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         config, ctx = self.config, self.dist
         model = self.model.to(self.device)
         optimizer = make_optimizer(model, config)
