@@ -41,7 +41,7 @@ class RelativePosition2d(nn.Module):
     def bias(self, query: Tensor, height: int, width: int) -> Tensor:
         """``q_i . (r^H[y_j - y_i] + r^W[x_j - x_i])`` for queries ``[B, H, N, D]`` on the map: ``[B, H, N, N]``."""
         device = query.device
-        rows_of = torch.arange(height, device=device).repeat_interleave(width)  # (N,): y of each pixel
+        rows_of = torch.arange(height * width, device=device) // width  # (N,): y of each pixel, ONNX-safe
         cols_of = torch.arange(width, device=device).repeat(height)  # (N,): x of each pixel
         rows = self._axis(query, self.height, rows_of, height)  # (B, H, N, Hs)
         cols = self._axis(query, self.width, cols_of, width)  # (B, H, N, Ws)
