@@ -78,7 +78,7 @@ def _self_runs(case: dict, device: str, impls: list[str]) -> tuple[dict[str, Cal
     ours = attnlab.SelfAttention.from_torch(mha)
     raw = RawSDPA(mha).to(device)
     forwards = {
-        "attnlab": lambda: ours(x).context,
+        "attnlab": lambda: ours(x),
         "attnlab+weights": lambda: ours(x, return_weights=True).context,
         "raw_sdpa": lambda: raw(x),
         "torch_mha": lambda: mha(x, x, x, need_weights=False)[0],

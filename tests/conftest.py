@@ -33,3 +33,13 @@ def smoke_tour(tmp_path_factory):
     out = tmp_path_factory.mktemp("tour") / "smoke"
     results = run_tour(out, budget="smoke", progress=False, log=lambda line: None)
     return out, results
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only when asked for (``-m slow``); the default suite skips them."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import attnlab
-from attnlab import CrossAttention, KVCache, SelfAttention, masks
+from attnlab import Attended, CrossAttention, KVCache, SelfAttention, context_and_weights, masks
 from conftest import SCORE_OPTIONS, SCORES
 from reference import reference_module
 
@@ -33,7 +33,7 @@ def test_cross_attention_matches_reference(name, heads, project):
     want, weights = reference_module(attn, x, memory, mask)
     torch.testing.assert_close(out.context, want, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(out.weights, weights.squeeze(1) if heads == 1 else weights, rtol=1e-7, atol=1e-7)
-    torch.testing.assert_close(attn(x, memory, mask=mask).context, want, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(attn(x, memory, mask=mask), want, rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", SCORES)
@@ -45,8 +45,8 @@ def test_self_attention_matches_reference(name, causal):
     out = attn(x, mask=mask)
     want, _ = reference_module(attn, x, x, mask, causal=causal)
     valid = mask[:, 0]  # padded positions are zeroed before projection, as queries too: compare real tokens
-    torch.testing.assert_close(out.context[valid], want[valid], rtol=1e-7, atol=1e-7)
-    assert torch.isfinite(out.context).all()
+    torch.testing.assert_close(out[valid], want[valid], rtol=1e-7, atol=1e-7)
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", SCORES)
@@ -59,9 +59,12 @@ def test_self_attention_is_cross_attention_with_context_x(name, weights):
     mask = masks.padding([5, 2], 5)
     a = self_attn(x, mask=mask, return_weights=weights)
     b = cross(x, context=x, mask=mask, return_weights=weights)
-    assert torch.equal(a.context, b.context)
+    assert isinstance(a, Attended) == weights == isinstance(b, Attended)
+    a, a_weights = context_and_weights(a)
+    b, b_weights = context_and_weights(b)
+    assert torch.equal(a, b)
     if weights:
-        assert torch.equal(a.weights, b.weights)
+        assert torch.equal(a_weights, b_weights)
 
 
 @pytest.mark.parametrize("kdim", [None, 5])
@@ -78,7 +81,7 @@ def test_from_torch_reproduces_multihead_attention(kdim, bias):
     if kdim is None:
         self_want, _ = mha(x, x, x, need_weights=False, attn_mask=~masks.causal(4))
         self_got = SelfAttention.from_torch(mha, causal=True)(x)
-        torch.testing.assert_close(self_got.context, self_want, rtol=1.3e-6, atol=1e-5)
+        torch.testing.assert_close(self_got, self_want, rtol=1.3e-6, atol=1e-5)
 
 
 def test_from_torch_refuses_what_has_no_equivalent():
@@ -104,8 +107,8 @@ def test_gradcheck_every_score_self_cross_heads_mask(name, self_or_cross, heads,
 
     def run(*tensors):
         if self_or_cross == "self":
-            return attn(tensors[0], mask=mask).context
-        return attn(tensors[0], tensors[1], mask=mask).context
+            return attn(tensors[0], mask=mask)
+        return attn(tensors[0], tensors[1], mask=mask)
 
     assert torch.autograd.gradcheck(run, inputs)
     if masked:
@@ -122,9 +125,9 @@ def test_fully_masked_query_row_gets_zero_attention_output_and_grad(name, heads)
     mask = torch.ones(2, 3, 4, dtype=torch.bool)
     mask[1, 2] = False
     for weights in (False, True):
-        out = attn(x, memory, mask=mask, return_weights=weights)
-        assert torch.equal(out.context[1, 2], torch.zeros_like(out.context[1, 2]))
-        (grad,) = torch.autograd.grad(out.context.sum(), x)
+        out, _ = context_and_weights(attn(x, memory, mask=mask, return_weights=weights))
+        assert torch.equal(out[1, 2], torch.zeros_like(out[1, 2]))
+        (grad,) = torch.autograd.grad(out.sum(), x)
         assert torch.equal(grad[1, 2], torch.zeros_like(grad[1, 2]))
 
 
@@ -133,7 +136,7 @@ def test_self_attention_without_positions_is_permutation_equivariant(name):
     attn = _self(name, 3).double()
     x = torch.randn(2, 7, 6, dtype=torch.float64)
     perm = torch.randperm(7)
-    torch.testing.assert_close(attn(x[:, perm]).context, attn(x).context[:, perm])
+    torch.testing.assert_close(attn(x[:, perm]), attn(x)[:, perm])
 
 
 @pytest.mark.parametrize("name", SCORES)
@@ -145,7 +148,7 @@ def test_one_head_module_equals_plain_attend(name):
         for t, w in ((x, "query"), (memory, "key"), (memory, "value"))
     )
     want = attn.out_proj(attnlab.attend(q, k, v, attn.score).context)
-    torch.testing.assert_close(attn(x, memory).context, want)
+    torch.testing.assert_close(attn(x, memory), want)
 
 
 @pytest.mark.parametrize("name", SCORES)
@@ -154,19 +157,17 @@ def test_causal_self_attention_ignores_the_future(name):
     x = torch.randn(1, 6, 6, dtype=torch.float64)
     y = x.clone()
     y[:, 4:] = torch.randn(1, 2, 6, dtype=torch.float64)
-    torch.testing.assert_close(attn(y).context[:, :4], attn(x).context[:, :4], rtol=0, atol=1e-14)
+    torch.testing.assert_close(attn(y)[:, :4], attn(x)[:, :4], rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", SCORES)
 def test_kv_cache_decoding_equals_full_causal_pass(name):
     attn = _self(name, 3, causal=True).eval()
     x = torch.randn(2, 7, 6)
-    full = attn(x).context
+    full = attn(x)
     cache = KVCache()
     with torch.no_grad():
-        steps = [attn(x[:, :3], cache=cache).context] + [
-            attn(x[:, t : t + 1], cache=cache).context for t in range(3, 7)
-        ]
+        steps = [attn(x[:, :3], cache=cache)] + [attn(x[:, t : t + 1], cache=cache) for t in range(3, 7)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
     assert cache.length == 7
 
@@ -183,9 +184,9 @@ def test_precomputed_memory_equals_direct_call(name):
     x, memory = torch.randn(2, 4, 6), torch.randn(2, 5, 9)
     mask = masks.padding([5, 3], 5)
     stored = attn.precompute(memory, mask)
-    torch.testing.assert_close(attn(x, stored, mask=mask).context, attn(x, memory, mask=mask).context)
-    step = attn(x[:, :1], stored, mask=mask).context  # one decoder step reuses the prepared keys
-    torch.testing.assert_close(step, attn(x, memory, mask=mask).context[:, :1])
+    torch.testing.assert_close(attn(x, stored, mask=mask), attn(x, memory, mask=mask))
+    step = attn(x[:, :1], stored, mask=mask)  # one decoder step reuses the prepared keys
+    torch.testing.assert_close(step, attn(x, memory, mask=mask)[:, :1])
 
 
 def test_nan_in_padding_does_not_leak_through_projections():
@@ -196,8 +197,8 @@ def test_nan_in_padding_does_not_leak_through_projections():
     poisoned[1, 3:] = float("nan")
     poisoned.requires_grad_()
     out = attn(x, poisoned, mask=mask)
-    torch.testing.assert_close(out.context, attn(x, memory, mask=mask).context)
-    out.context.sum().backward()
+    torch.testing.assert_close(out, attn(x, memory, mask=mask))
+    out.sum().backward()
     assert not any(p.grad.isnan().any() for p in attn.parameters())
 
 

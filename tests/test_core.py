@@ -29,6 +29,14 @@ def _random_mask(batch, heads, tq, tk, full_row=False):
     return mask
 
 
+@pytest.fixture(params=["eager shortcuts", "branch-free"])
+def guards(request, monkeypatch):
+    """Run a promise test with the eager CPU shortcuts and with the branch-free guards that compile/export use."""
+    if request.param == "branch-free":
+        monkeypatch.setattr(attnlab.core, "eager_on_cpu", lambda tensor: False)
+    return request.param
+
+
 @pytest.mark.parametrize("name", SCORES)
 @pytest.mark.parametrize("weights", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
@@ -97,7 +105,7 @@ def test_path_is_inspectable():
 
 @pytest.mark.parametrize("name", SCORES)
 @pytest.mark.parametrize("weights", [False, True])
-def test_fully_masked_row_and_item_give_zero_context_weights_and_grad(name, weights):
+def test_fully_masked_row_and_item_give_zero_context_weights_and_grad(name, weights, guards):
     score = build_score(name, 6, 6, heads=3)
     q, k, v = _inputs(grad=True)
     mask = _random_mask(2, 3, 4, 5)
@@ -117,7 +125,7 @@ def test_fully_masked_row_and_item_give_zero_context_weights_and_grad(name, weig
 
 
 @pytest.mark.parametrize("name", SCORES)
-def test_masked_keys_and_values_change_nothing_and_nan_does_not_leak(name):
+def test_masked_keys_and_values_change_nothing_and_nan_does_not_leak(name, guards):
     score = build_score(name, 6, 6, heads=3)
     q, k, v = _inputs(tk=6)
     lengths = torch.tensor([4, 6])
@@ -149,7 +157,7 @@ def test_appending_padding_does_not_change_output(name):
 
 @pytest.mark.parametrize("name", SCORES)
 @pytest.mark.parametrize("weights", [False, True])
-def test_nan_in_unmasked_input_propagates(name, weights):
+def test_nan_in_unmasked_input_propagates(name, weights, guards):
     score = build_score(name, 6, 6, heads=3)
     q, k, v = _inputs()
     v[0, 0, 2, 1] = float("nan")
@@ -160,6 +168,44 @@ def test_nan_in_unmasked_input_propagates(name, weights):
     out = attend(q2, k, v, score, return_weights=weights).context
     if score.uses_keys or name == "location":
         assert out[1, 2, 3].isnan().all()
+
+
+@pytest.mark.parametrize("name", SCORES)
+@pytest.mark.parametrize("weights", [False, True])
+@pytest.mark.parametrize("case", ["empty rows", "nan masked", "nan query", "nan key causal", "clean"])
+def test_branch_free_guards_equal_the_eager_shortcuts(name, weights, case, monkeypatch):
+    """The eager CPU shortcuts (skip the NaN fills and empty-row fills when a reduction says they are not needed)
+    give bit for bit what the branch-free form, which compile and export trace, gives; gradients too."""
+    score = build_score(name, 6, 6, heads=3)
+    q, k, v = _inputs(tq=5, tk=5)
+    mask, causal = None, False
+    if case == "empty rows":
+        mask = _random_mask(2, 3, 5, 5)
+        mask[0, 1, 2] = False
+    elif case == "nan masked":
+        mask = masks.padding([3, 5], 5)
+        k[0, :, 3:] = v[0, :, 3:] = float("nan")
+    elif case == "nan query":
+        q[1, 2, 3, 0] = float("nan")
+    elif case == "nan key causal":
+        k[0, 1, 2, 4] = float("nan")
+        causal = True
+
+    def run():
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = attend(*leaves, score, mask, causal=causal, return_weights=weights)
+        total = out.context.nan_to_num().sum() + (0 if out.weights is None else out.weights.nan_to_num().sum())
+        total.backward()
+        return out.context, out.weights, [t.grad for t in leaves]
+
+    shortcut = run()
+    monkeypatch.setattr(attnlab.core, "eager_on_cpu", lambda tensor: False)
+    branch_free = run()
+    torch.testing.assert_close(branch_free[0], shortcut[0], rtol=0, atol=0, equal_nan=True)
+    if weights:
+        torch.testing.assert_close(branch_free[1], shortcut[1], rtol=0, atol=0, equal_nan=True)
+    for got, want in zip(branch_free[2], shortcut[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
 
 
 def test_bool_mask_equals_neg_inf_bias():
@@ -202,10 +248,17 @@ def test_causal_output_ignores_the_future():
     torch.testing.assert_close(changed[:, :, :4], base[:, :, :4], rtol=0, atol=0)
 
 
-def test_causal_with_mask_is_refused():
-    q, k, v = _inputs()
-    with pytest.raises(ValueError, match="causal=True cannot be combined"):
-        attend(q, k, v, mask=torch.ones(4, 5, dtype=torch.bool), causal=True)
+@pytest.mark.parametrize("tq, tk", [(5, 5), (3, 5), (1, 5)])
+@pytest.mark.parametrize("weights", [False, True])
+def test_causal_and_mask_are_merged_in_the_core(tq, tk, weights):
+    """``causal=True`` with a mask is ``mask & masks.causal(tq, tk)`` (end-aligned), on both paths."""
+    q, k, v = _inputs(tq=tq, tk=tk)
+    mask = _random_mask(2, 1, 1, tk)  # key padding, broadcast over heads and queries
+    merged = attend(q, k, v, mask=mask, causal=True, return_weights=weights)
+    explicit = attend(q, k, v, mask=mask & masks.causal(tq, tk), return_weights=weights)
+    torch.testing.assert_close(merged.context, explicit.context, rtol=0, atol=0)
+    if weights:
+        torch.testing.assert_close(merged.weights, explicit.weights, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("weights", [False, True])

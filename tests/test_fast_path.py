@@ -35,12 +35,10 @@ def test_self_attention_runs_the_same_kernels_as_raw_sdpa(monkeypatch):
     x = torch.randn(batch, length, dim, requires_grad=True)
 
     def raw() -> torch.Tensor:
-        q, k, v = (
-            t.view(batch, length, heads, dim // heads).transpose(1, 2)  # (B, H, T, Dh)
-            for t in F.linear(x, mha.in_proj_weight, mha.in_proj_bias).split(dim, dim=-1)
-        )
+        projected = (ours.q_proj(x), *ours.kv_proj(x).chunk(2, dim=-1))  # the same projections: W_q x, [W_k; W_v] x
+        q, k, v = (t.view(batch, length, heads, dim // heads).transpose(1, 2) for t in projected)  # (B, H, T, Dh)
         out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length, dim)
-        return F.linear(out, mha.out_proj.weight, mha.out_proj.bias)
+        return ours.out_proj(out)
 
     def step(forward):
         def run():
@@ -49,5 +47,5 @@ def test_self_attention_runs_the_same_kernels_as_raw_sdpa(monkeypatch):
 
         return run
 
-    torch.testing.assert_close(ours(x).context, raw())
-    assert _aten_ops(step(lambda: ours(x).context)) == _aten_ops(step(raw))
+    torch.testing.assert_close(ours(x), raw())
+    assert _aten_ops(step(lambda: ours(x))) == _aten_ops(step(raw))

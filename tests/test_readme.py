@@ -18,4 +18,9 @@ def test_readme_python_example_runs():
     assert namespace["out"].context.shape == (2, 5, 8)
     assert namespace["out"].path == "dense"
     x, cross, encoder, masks = namespace["x"], namespace["cross"], namespace["encoder"], namespace["masks"]
-    assert torch.equal(cross(x, context=x, mask=masks.causal(7)).context, encoder(x).context)
+    assert torch.equal(cross(x, context=x, mask=masks.causal(7)), encoder(x))
+    assert namespace["block"](x).shape == (2, 7, 32)
+    ours = namespace["ours"]
+    torch.testing.assert_close(ours.to_torch()(x, x, x, need_weights=False)[0], ours(x))
+    torch.testing.assert_close(namespace["program"].module()(x[:, :5]), ours(x[:, :5]))
+    assert namespace["attended"].weights.shape == (2, 4, 7, 7)

@@ -7,7 +7,7 @@ Layers, lowest first (a test enforces that imports only go downward):
 
 from . import masks
 from .attention import CrossAttention, KVCache, Memory, SelfAttention
-from .core import Attended, attend, attend_prepared
+from .core import Attended, attend, attend_prepared, context_and_weights
 from .scores import Score, available_scores, get_score, register_score
 
 __version__ = "0.1.0"  # the one version source: pyproject.toml reads this literal without importing attnlab
@@ -34,6 +34,7 @@ __all__ = [
     "attend",
     "attend_prepared",
     "available_scores",
+    "context_and_weights",
     "get_score",
     "masks",
     "register_score",

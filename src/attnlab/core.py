@@ -28,6 +28,11 @@ Guarantees (tested on every path):
   item and head except where no query may read it (0 x NaN in the weighted sum);
 - for float16/bfloat16 inputs, logits and softmax are computed in float32 (weights are returned in float32).
 
+Every guarantee is computed branch-free (``torch.where``/``masked_fill`` on computed masks, never a Python ``if``
+on a tensor's value), so ``torch.compile(fullgraph=True)`` and ``torch.export`` trace the core in one graph and
+a GPU is never synchronized. In eager mode on CPU, where a reduction's value is free, shortcuts skip fills that
+are not needed (:func:`attnlab.tracing.eager_on_cpu`); tests check both forms give identical results.
+
 Two paths, one result (``Attended.path`` and ``.reason`` say which ran and why):
 - ``"sdpa"``: dot-family scores without requested weights run through
   ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels; memory linear in Tk);
@@ -41,13 +46,25 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 from . import masks
 from .scores import Score, score_class
 from .scores.base import broadcast_sizes
+from .tracing import eager_on_cpu
 
-__all__ = ["Attended", "attend", "attend_prepared", "choose_path", "masked_softmax", "resolve_score"]
+__all__ = [
+    "Attended",
+    "attend",
+    "attend_prepared",
+    "choose_path",
+    "context_and_weights",
+    "eager_on_cpu",
+    "masked_softmax",
+    "merge_causal",
+    "resolve_score",
+]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -60,6 +77,34 @@ class Attended:
     weights: Tensor | None = None  # [B, (H,) Tq, Tk], None unless return_weights=True
     path: str = "dense"  # "sdpa" | "dense" | "empty"
     reason: str = ""
+
+
+def _flatten_attended(attended: Attended) -> tuple[list[Tensor | None], tuple[str, str]]:
+    return [attended.context, attended.weights], (attended.path, attended.reason)
+
+
+def _unflatten_attended(tensors: list[Tensor | None], info: tuple[str, str]) -> Attended:
+    return Attended(tensors[0], tensors[1], *info)
+
+
+# A pytree node (tensors: context, weights; constants: path, reason), so that compiled and exported modules can
+# return it with return_weights=True.
+pytree.register_pytree_node(
+    Attended,
+    _flatten_attended,
+    _unflatten_attended,
+    serialized_type_name="attnlab.core.Attended",
+    to_dumpable_context=list,
+    from_dumpable_context=tuple,
+)
+
+
+def context_and_weights(out: Tensor | Attended) -> tuple[Tensor, Tensor | None]:
+    """``(context, weights)`` from what an attention module returned: its context tensor (weights None), or the
+    :class:`Attended` it returns with ``return_weights=True``. For models that pass ``return_weights`` through."""
+    if isinstance(out, Attended):
+        return out.context, out.weights
+    return out, None
 
 
 def resolve_score(score: str | Score) -> Score:
@@ -91,12 +136,13 @@ def masked_softmax(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     """Softmax over the last axis where ``mask`` allows; rows with nothing allowed give exactly 0.
 
     Rows whose logits are all ``-inf`` (masked, or from a ``-inf`` bias) are set to 0 with a zero gradient.
-    NaN in an allowed logit propagates.
+    NaN in an allowed logit propagates. Branch-free: the empty rows are filled before and after the softmax
+    (``exp(-inf - -inf)`` would be NaN), with an eager CPU shortcut that skips both fills when no row is empty.
     """
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
     empty = logits.amax(-1, keepdim=True) == float("-inf")  # (.., Tq, 1): nothing to attend to
-    if not empty.any():  # the common case: no extra full-size passes
+    if eager_on_cpu(logits) and not bool(empty.any()):  # the common case: no extra full-size passes
         return logits.softmax(-1)
     return logits.masked_fill(empty, 0.0).softmax(-1).masked_fill(empty, 0.0)
 
@@ -117,8 +163,8 @@ def attend(
 
     ``score`` is a registered name of a parameter-free score (``"dot"``, ``"scaled_dot"``, ``"cosine"``) or a
     :class:`~attnlab.scores.Score` object (``attnlab.get_score("additive", query_dim=...)``). ``causal=True``
-    applies :func:`attnlab.masks.causal` (end-aligned when ``Tq != Tk``) and cannot be combined with ``mask``:
-    pass ``mask & masks.causal(tq, tk)`` instead. ``dropout`` drops weights (pass 0 at evaluation).
+    applies :func:`attnlab.masks.causal` (end-aligned when ``Tq != Tk``), and-ed with ``mask`` if one is given.
+    ``dropout`` drops weights (pass 0 at evaluation).
     Self-attention is ``attend(x, x, x)``.
     """
     score = resolve_score(score)
@@ -166,12 +212,7 @@ def attend_prepared(
     Modules call this after projecting (and caching prepared keys); :func:`attend` validates and calls it.
     """
     tq, tk = query.shape[-2], key.shape[-2]
-    if causal:
-        if mask is not None:
-            raise ValueError("causal=True cannot be combined with an explicit mask; pass mask & masks.causal(tq, tk)")
-        if tq != tk and tq > 1:
-            mask = masks.causal(tq, tk, device=query.device)
-        causal = tq == tk and tq > 1
+    mask, causal = merge_causal(mask, causal, tq, tk, query.device)
     batch, heads = broadcast_sizes(query.shape[:2], key.shape[:2], value.shape[:2])
     if tq == 0 or tk == 0:
         context = value.new_zeros(batch, heads, tq, value.shape[-1])
@@ -182,6 +223,23 @@ def attend_prepared(
         return Attended(_fused(query, key, value, score, mask, bias, causal, dropout), None, path, reason)
     context, weights = _dense(query, key, value, score, mask, bias, causal, dropout)
     return Attended(context, weights if return_weights else None, path, reason)
+
+
+def merge_causal(
+    mask: Tensor | None, causal: bool, tq: int, tk: int, device: torch.device
+) -> tuple[Tensor | None, bool]:
+    """The one place where ``causal=True`` meets a mask: ``(mask, causal)`` for the paths below.
+
+    ``causal`` stays a flag only for a square problem without a mask (SDPA's ``is_causal``, no mask tensor);
+    otherwise the end-aligned :func:`attnlab.masks.causal` is and-ed into ``mask``. One query over many keys
+    (incremental decoding) may read them all, so it needs neither.
+    """
+    if not causal or tq <= 1:
+        return mask, False
+    if mask is None and tq == tk:
+        return None, True
+    allowed = masks.causal(tq, tk, device=device)  # (Tq, Tk)
+    return (allowed if mask is None else mask & allowed), False
 
 
 def _dense(
@@ -226,9 +284,10 @@ def _fused(
         attn_mask = bias.to(query.dtype)
         if mask is not None:
             attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
-    if causal and attn_mask is not None:  # SDPA takes is_causal or a mask, not both
-        attn_mask = _and_causal(attn_mask, query.shape[-2], key.shape[-2])
-        causal = False
+        if causal:  # SDPA takes is_causal or a mask, not both
+            later = ~masks.causal(query.shape[-2], key.shape[-2], device=query.device)  # (Tq, Tk)
+            attn_mask = attn_mask.masked_fill(later, float("-inf"))
+            causal = False
     if attn_mask is not None:
         # Rows with nothing to attend to: let them attend anywhere, then zero them (context and gradient).
         if attn_mask.dtype == torch.bool:
@@ -258,17 +317,18 @@ def _fused(
 
 
 def _may_hold_nan(tensor: Tensor) -> bool:
-    """One reduction, no copy: a NaN anywhere makes the sum NaN (so does inf - inf, a false alarm that the exact
-    check after it clears). On CPU this is ~40x cheaper than ``tensor.isnan().any()``; elsewhere it would
-    synchronize with the device, so there the answer is always "maybe"."""
-    return tensor.device.type != "cpu" or bool(tensor.sum().isnan())
+    """Whether the NaN guards must run. Branch-free (always True) except in eager mode on CPU, where one reduction
+    without a copy tells: a NaN anywhere makes the sum NaN (so does inf - inf, a false alarm that the exact masks
+    after it clear). There it is about 40x cheaper than ``tensor.isnan().any()``; on a GPU asking would
+    synchronize the host with the device, and under compile or export it would be a data-dependent branch."""
+    return not eager_on_cpu(tensor) or bool(tensor.sum().isnan())
 
 
 def _set_nan_keys_aside(key: Tensor) -> tuple[Tensor, Tensor | None]:
     """A NaN key would reach rows that mask it (SDPA adds the mask to a NaN logit) and be dropped from a row whose
     only readable key it is (the fused CPU kernel reads a NaN row maximum as "fully masked"). So NaN keys are
     zeroed before SDPA, and :func:`_propagate_nan` gives NaN to exactly the rows that read one, as the dense
-    path's softmax does. Returns the key and ``nan_keys [B, H, Tk]`` (None: no NaN)."""
+    path's softmax does. Returns the key and ``nan_keys [B, H, Tk]`` (None: the eager check found no NaN)."""
     if not _may_hold_nan(key):
         return key, None
     nan_keys = key.isnan().any(-1)  # (B, H, Tk)
@@ -279,9 +339,9 @@ def _propagate_nan(
     query: Tensor, nan_keys: Tensor | None, attn_mask: Tensor | None, causal: bool, context: Tensor
 ) -> Tensor:
     """NaN in a query, or in a key its row may read (``nan_keys [B, H, Tk]``), must give NaN, as the softmax does;
-    SDPA's fused CPU kernel instead returns 0 for a NaN query. The context is only touched when there may be NaN
-    (on CPU one reduction per tensor tells; elsewhere the fill is unconditional). Keys a row may not read are
-    ignored: ``attn_mask`` (bool, or float with ``-inf``) or ``causal`` (``Tq == Tk``) says which it may."""
+    SDPA's fused CPU kernel instead returns 0 for a NaN query. The fill is unconditional except in eager mode on
+    CPU, where one reduction per tensor tells whether there may be NaN. Keys a row may not read are ignored:
+    ``attn_mask`` (bool, or float with ``-inf``) or ``causal`` (``Tq == Tk``) says which it may."""
     if nan_keys is None and not _may_hold_nan(query):
         return context
     nan_rows = query.isnan().any(-1, keepdim=True)  # (B, H, Tq, 1)
@@ -292,17 +352,10 @@ def _propagate_nan(
         # (B|1, H|1, Tq, Tk) @ (B, H, Tk, 1): NaN keys read per row, without forming a [B, H, Tq, Tk] copy
         reads_nan = (readable.to(torch.float32) @ nan_keys.to(torch.float32).unsqueeze(-1)) > 0
     elif causal:  # Tq == Tk: row i reads keys 0..i
-        reads_nan = nan_keys.to(torch.uint8).cummax(-1).values.bool().unsqueeze(-1)
+        reads_nan = nan_keys.to(torch.float32).cumsum(-1).gt(0).unsqueeze(-1)  # (B, H, Tq, 1)
     else:
         reads_nan = nan_keys.any(-1, keepdim=True).unsqueeze(-1)  # (B, H, 1, 1)
     return context.masked_fill(nan_rows | reads_nan, float("nan"))
-
-
-def _and_causal(attn_mask: Tensor, tq: int, tk: int) -> Tensor:
-    allowed = masks.causal(tq, tk, device=attn_mask.device)
-    if attn_mask.dtype == torch.bool:
-        return attn_mask & allowed
-    return attn_mask.masked_fill(~allowed, float("-inf"))
 
 
 # -- validation ------------------------------------------------------------------------------------------------

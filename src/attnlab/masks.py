@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .tracing import eager_on_cpu
+
 __all__ = ["causal", "padding", "prefix", "window"]
 
 
@@ -33,6 +35,8 @@ def _as_lengths(lengths: Tensor | Sequence[int], name: str) -> Tensor:
 
 
 def _check_size(value: int, name: str, minimum: int = 0) -> int:
+    if isinstance(value, torch.SymInt):  # a traced (dynamic) size under torch.compile / torch.export
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int; received {type(value).__name__}")
     if value < minimum:
@@ -48,12 +52,14 @@ def padding(lengths: Tensor | Sequence[int], max_len: int | None = None) -> Tens
     ``[0, max_len]``; a zero length gives an all-padding item, whose context is 0 (see :func:`attnlab.attend`).
     """
     lengths = _as_lengths(lengths, "lengths")
-    if lengths.numel() and int(lengths.min()) < 0:
-        raise ValueError(f"lengths must be >= 0; received min {int(lengths.min())}")
-    longest = int(lengths.max()) if lengths.numel() else 0
-    max_len = longest if max_len is None else _check_size(max_len, "max_len")
-    if longest > max_len:
-        raise ValueError(f"lengths must be <= max_len={max_len}; received max {longest}")
+    if max_len is None:  # the size depends on the values: eager only
+        max_len = int(lengths.max()) if lengths.numel() else 0
+    max_len = _check_size(max_len, "max_len")
+    if eager_on_cpu(lengths) and lengths.numel():  # value checks where they break no graph and sync no device
+        if int(lengths.min()) < 0:
+            raise ValueError(f"lengths must be >= 0; received min {int(lengths.min())}")
+        if int(lengths.max()) > max_len:
+            raise ValueError(f"lengths must be <= max_len={max_len}; received max {int(lengths.max())}")
     positions = torch.arange(max_len, device=lengths.device)  # (T,)
     return (positions[None, :] < lengths[:, None])[:, None, :]  # (B, 1, T)
 
@@ -102,7 +108,7 @@ def prefix(prefix_lengths: Tensor | Sequence[int] | int, length: int, batch: int
     if isinstance(prefix_lengths, int) and not isinstance(prefix_lengths, bool):
         prefix_lengths = [prefix_lengths] * (1 if batch is None else _check_size(batch, "batch", 1))
     lengths = _as_lengths(prefix_lengths, "prefix_lengths")
-    if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > length):
+    if eager_on_cpu(lengths) and lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > length):
         raise ValueError(
             f"prefix_lengths must lie in [0, length={length}]; received [{int(lengths.min())}, {int(lengths.max())}]"
         )

@@ -47,7 +47,7 @@ import test_seq_reference as seq_ref  # noqa: E402
 import vision_reference as vision_ref  # noqa: E402
 
 import attnlab  # noqa: E402
-from attnlab import CrossAttention, KVCache, SelfAttention, masks  # noqa: E402
+from attnlab import CrossAttention, KVCache, SelfAttention, context_and_weights, masks  # noqa: E402
 from attnlab.seq import BlockConfig, DecoderLayer, EncoderLayer, LSTMNLayer, RNNConfig, RNNSeq2Seq  # noqa: E402
 from attnlab.vision import get_block  # noqa: E402
 from reference import reference_attend_einsum, reference_module_einsum  # noqa: E402
@@ -928,8 +928,10 @@ def forward(setup: Setup, module: nn.Module, inputs: dict[str, Tensor], weights:
         sites = {"weights": out.weights}
         out = out.context
     elif kind.startswith("CrossAttention"):
-        out = module(inputs["x"], inputs["context"], mask=call.get("mask"), return_weights=weights)
-        sites, out = {"weights": out.weights}, out.context
+        out, w = context_and_weights(
+            module(inputs["x"], inputs["context"], mask=call.get("mask"), return_weights=weights)
+        )
+        sites = {"weights": w}
     elif kind.startswith("SelfAttention"):
         if setup.offset:
             with torch.no_grad():
@@ -938,7 +940,8 @@ def forward(setup: Setup, module: nn.Module, inputs: dict[str, Tensor], weights:
                 out = module(inputs["x"][:, setup.offset :], cache=cache, return_weights=weights)
         else:
             out = module(inputs["x"], mask=call.get("mask"), return_weights=weights)
-        sites, out = {"weights": out.weights}, out.context
+        out, w = context_and_weights(out)
+        sites = {"weights": w}
     elif kind == "EncoderLayer":
         out, w = module(inputs["x"], mask=call.get("mask"), return_weights=weights)
         sites = {"weights": w}

@@ -117,10 +117,10 @@ CATALOGUE = [
         r"bias must be a floating-point tensor .*received dtype torch.bool",
     ),
     (
-        "causal with mask",
-        lambda: attnlab.attend(q(2, 4, 6), q(2, 4, 6), q(2, 4, 6), mask=masks.causal(4), causal=True),
-        ValueError,
-        r"causal=True cannot be combined with an explicit mask",
+        "context of another dtype",
+        lambda: CrossAttention(6, 6)(q(2, 4, 6), q(2, 5, 6).double()),
+        TypeError,
+        r"context dtype must match x's torch.float32; received torch.float64",
     ),
     (
         "unknown score",

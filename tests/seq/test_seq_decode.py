@@ -63,7 +63,7 @@ def test_incremental_transformer_projects_one_token_per_step():
     batch = make_batch()
     widths = []
     layer = model.decoder_layers[0]
-    hook = layer.self_attn.in_proj.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    hook = layer.self_attn.q_proj.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
     try:
         state = model.encode(batch.src, batch.src_lengths)
         with torch.no_grad():

@@ -7,8 +7,6 @@ Cheng et al. 2016 (LSTMN intra-attention) and Vaswani et al. 2017 (the Transform
 ``CrossAttention(x, context=x)`` exactly when they share parameters (a test checks it bit for bit). What it adds
 is what only makes sense when a sequence reads itself: ``causal=True`` (a position may not read later ones) and
 a :class:`~attnlab.attention.KVCache` for incremental decoding.
-
-Status: complete.
 """
 
 from __future__ import annotations
@@ -62,10 +60,12 @@ class SelfAttention(CrossAttention):
         mask: Tensor | None = None,
         cache: KVCache | None = None,
         return_weights: bool = False,
-    ) -> Attended:
+    ) -> Tensor | Attended:
         """Attend from ``x [B, T, dim]`` over itself (and over ``cache``'s earlier positions, if given).
 
-        With ``causal=True`` a given ``mask`` is combined with the causal mask (end-aligned under a cache).
+        Returns the context ``[B, T, dim]``, or an :class:`~attnlab.core.Attended` with the weights when
+        ``return_weights=True``. With ``causal=True`` a given ``mask`` is and-ed with the causal mask (end-aligned
+        under a cache), in the core.
         """
         return self._attend(x, x, mask=mask, causal=self.causal, cache=cache, return_weights=return_weights)
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnlab.attention import upgrade_state_dict
 from attnlab.seq import (
     DecoderOnlyConfig,
     DecoderOnlyTransformer,
@@ -152,6 +153,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Loade
         model = build_model(metadata.get("model"))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {exc}") from None
+    tensors = upgrade_state_dict(model, tensors)  # files from before the attention modules' one layout
     if "storage_dtype" in metadata:
         tensors = _widen(tensors, metadata["storage_dtype"], model, path)
     apply_model_state(model, tensors, source=path)

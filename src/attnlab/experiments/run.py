@@ -7,6 +7,7 @@ explicit setting that contradicts them is refused rather than silently changing 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -18,7 +19,7 @@ import torch
 import attnlab
 from attnlab.train.checkpoint import atomic_write_bytes
 from attnlab.train.distributed import init_from_env, shutdown
-from attnlab.train.rundir import prepare_run_dir
+from attnlab.train.rundir import lock_run_dir, prepare_run_dir
 from attnlab.train.trainer import MODEL_FILE, WEIGHTS_DIR, Trainer, TrainResult, check_keep_weights
 
 from .base import get_experiment
@@ -92,12 +93,14 @@ def train_experiment(
     dataclasses.replace(experiment.budget(budget or "quick").train, **{k: v for k, v in given.items() if v is not None})
     check_keep_weights(keep_weights)
     ctx = init_from_env(device)
+    held = contextlib.ExitStack()  # rank 0 holds the run directory's lock from here to the end of training
     try:
         run = Path(out).expanduser()
         failure: BaseException | None = None
         if ctx.is_main:
             try:
                 run = prepare_run_dir(out, force=force, resume=resume)
+                held.enter_context(lock_run_dir(run))  # fit re-enters it; nothing else writes run.json meanwhile
                 settings = _run_settings(run, name, budget, seed, max_steps, resume)
                 if not resume:
                     atomic_write_bytes(run / RUN_FILE, (json.dumps(settings, indent=2) + "\n").encode())
@@ -127,6 +130,7 @@ def train_experiment(
                           dist=ctx, progress=progress, verbose=verbose, keep_weights=keep_weights)  # fmt: skip
         return trainer.fit(resume=resume)
     finally:
+        held.close()
         shutdown(ctx)
 
 

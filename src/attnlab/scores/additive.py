@@ -9,9 +9,9 @@ Memory: pairing every query with every key needs ``tanh(W q_i + U k_j)`` for all
 ``[B, H, Tq, Tk, A]`` tensor (2 GiB at B=4, Tq=Tk=1024, A=128 in float32). :func:`additive_logits` never holds
 it whole: it walks over query chunks whose ``[.., chunk, Tk, A]`` slab stays under ``chunk_bytes`` and, in the
 backward pass, recomputes each slab instead of storing it (the forward saves only ``W q``, ``U k`` and ``v``).
-Only the logits, ``[B, H, Tq, Tk]``, are kept. ``naive_additive_logits`` is the broadcast reference.
-
-Status: complete; not a dot product, so it takes the explicit-logits path of the core.
+Only the logits, ``[B, H, Tq, Tk]``, are kept. Under ``torch.compile`` the same logits are written as broadcast
+reductions that Inductor fuses without storing the slab (no loop to unroll). ``naive_additive_logits`` is the
+broadcast reference. Not a dot product, so it takes the explicit-logits path of the core.
 """
 
 from __future__ import annotations
@@ -95,10 +95,48 @@ class _AdditiveLogits(torch.autograd.Function):
         return grad_query, grad_key, grad_v, None
 
 
+class _AdditiveLogitsTraced(torch.autograd.Function):
+    """The same logits and gradients as :class:`_AdditiveLogits`, written as broadcasts for ``torch.compile``.
+
+    A Python loop over chunks would be unrolled by the tracer (one copy per chunk, for every length). Here each
+    output is one reduction over a pointwise expression, which Inductor fuses into a loop nest that never stores
+    ``[B, H, Tq, Tk, A]``: the forward is ``sum_a v_a tanh(q_ia + k_ja)``, the backward recomputes ``tanh`` in two
+    reductions, over keys (``grad_q`` and ``grad_v``, one fused kernel) and over queries (``grad_k``). Each
+    reduction gets its own graph node for the ``tanh``: one node read by two reductions would make Inductor store
+    it whole. Run eagerly (an exported program outside Inductor) the broadcasts do form the 5-D tensor.
+    """
+
+    @staticmethod
+    def forward(query: Tensor, key: Tensor, v: Tensor) -> Tensor:
+        hidden = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A), fused away
+        return (hidden * v[None, :, None, None, :]).sum(-1)  # (B, H, Tq, Tk)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad_logits: Tensor):
+        query, key, v = ctx.saved_tensors
+        g = grad_logits.unsqueeze(-1)  # (B, H, Tq, Tk, 1)
+        v_row = v[None, :, None, :]  # (1, H, 1, A)
+        # The same tanh three times, spelt with different (equal) unsqueeze dims so that no node has two readers.
+        for_v = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A)
+        for_query = torch.tanh(query.unsqueeze(3) + key.unsqueeze(2))
+        for_key = torch.tanh(key.unsqueeze(2) + query.unsqueeze(3))
+        grad_v = (g * for_v).sum(-2).sum((0, 2))  # sum_{b,i,j} g_ij tanh_ija: (H, A)
+        grad_query = (g * (1 - for_query.square())).sum(-2) * v_row  # (B, H, Tq, A)
+        grad_key = (g * (1 - for_key.square())).sum(-3) * v_row  # (B, H, Tk, A)
+        return grad_query, grad_key, grad_v
+
+
 def additive_logits(query: Tensor, key: Tensor, v: Tensor, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Tensor:
     """``v . tanh(q_i + k_j)`` for prepared ``query [B, H, Tq, A]``, ``key [B, H, Tk, A]``, ``v [H, A]``.
 
-    Returns ``[B, H, Tq, Tk]`` using at most about ``chunk_bytes`` of extra memory, forward and backward.
+    Returns ``[B, H, Tq, Tk]``. Eagerly it uses at most about ``chunk_bytes`` of extra memory, forward and
+    backward (query chunks, recomputed in the backward); under ``torch.compile``/``torch.export`` tracing it is
+    written as broadcast reductions that Inductor fuses (:class:`_AdditiveLogitsTraced`), so that the trace has
+    no loop and compiles in seconds at any length.
     """
     if query.dim() != 4 or key.dim() != 4 or query.shape[-1] != key.shape[-1]:
         raise ValueError(
@@ -111,6 +149,8 @@ def additive_logits(query: Tensor, key: Tensor, v: Tensor, chunk_bytes: int = DE
     if v.shape != (heads, query.shape[-1]) and v.shape != (1, query.shape[-1]):
         raise ValueError(f"v must be [H, A] = [{heads}, {query.shape[-1]}]; received {tuple(v.shape)}")
     v = v.expand(heads, query.shape[-1]).contiguous()
+    if torch.compiler.is_compiling():
+        return _AdditiveLogitsTraced.apply(query, key, v)
     return _AdditiveLogits.apply(query, key, v, chunk_bytes)
 
 

@@ -45,7 +45,9 @@ class Location(Score):
                 f"Location score was built with max_len={self.max_len}; received {tk} keys. "
                 "Build it with a larger max_len."
             )
-        return query[..., :tk]  # (B, H, Tq, Tk)
+        # The first Tk of the L learned logits. index_select rather than a slice: slicing up to a traced length
+        # makes torch.export guard on Tk != L (a full slice is a special case), so Tk = max_len would not export.
+        return query.index_select(-1, torch.arange(tk, device=query.device))  # (B, H, Tq, Tk)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, max_len={self.max_len}"

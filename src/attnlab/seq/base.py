@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..attention import KVCache, Memory
 from ..scores import score_class
+from ..tracing import eager_on_cpu
 
 __all__ = [
     "ClassifyInputs",
@@ -177,7 +178,7 @@ def check_tokens(tokens: Any, lengths: Any, name: str, *, min_length: int = 0) -
             f"{lengths_name} must have one entry per row of {name} {tuple(tokens.shape)}; "
             f"received {tuple(lengths.shape)}"
         )
-    if lengths.device.type != "meta" and lengths.numel():
+    if eager_on_cpu(lengths) and lengths.numel():  # value checks: eager on CPU only (no graph break, no sync)
         low, high = int(lengths.min()), int(lengths.max())
         if low < min_length or high > tokens.shape[1]:
             raise ValueError(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import masks
-from ..attention import CrossAttention, Memory
+from ..attention import CrossAttention, Memory, context_and_weights
 from .base import Encoded, Site, check_dropout, check_positive, check_score, check_tokens, score_options
 
 __all__ = ["LSTMNEncoder", "LSTMNLayer"]
@@ -63,9 +63,9 @@ class LSTMNLayer(nn.Module):
                 step_weights = x.new_zeros(batch, 0)
             else:
                 tape = Memory(torch.cat(keys, dim=2), torch.cat(values, dim=2))  # (B, 1, t, A), (B, 1, t, 2H)
-                attended = self.attention(query, tape, return_weights=return_weights)
-                summary = attended.context[:, 0]  # (B, 2H)
-                step_weights = attended.weights[:, 0] if return_weights else None  # (B, t)
+                summary, step_weights = context_and_weights(self.attention(query, tape, return_weights=return_weights))
+                summary = summary[:, 0]  # (B, 2H)
+                step_weights = step_weights[:, 0] if return_weights else None  # (B, t)
             hidden_summary, cell_summary = summary.split(self.hidden, dim=-1)  # h~_t, c~_t: (B, H) each
             i, f, o, g = self.gates(torch.cat((hidden_summary, x[:, t]), dim=-1)).chunk(4, dim=-1)
             cell = torch.sigmoid(f) * cell_summary + torch.sigmoid(i) * torch.tanh(g)  # (B, H)

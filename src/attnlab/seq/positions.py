@@ -17,6 +17,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..tracing import eager_on_cpu
 from .base import check_positive
 
 __all__ = ["LearnedPositions", "SinusoidalPositions", "get_positions"]
@@ -53,7 +54,7 @@ class LearnedPositions(nn.Module):
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, positions: Tensor) -> Tensor:
-        if positions.numel() and int(positions.max()) >= self.max_len:
+        if eager_on_cpu(positions) and positions.numel() and int(positions.max()) >= self.max_len:
             raise ValueError(
                 f"learned positions were built with max_len={self.max_len}; received position {int(positions.max())}"
             )

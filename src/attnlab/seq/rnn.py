@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import masks
-from ..attention import CrossAttention, Memory
+from ..attention import CrossAttention, Memory, context_and_weights
 from .base import (
     Encoded,
     ModelOutput,
@@ -289,11 +289,12 @@ class BahdanauDecoder(RNNDecoder):
         embedded = self.dropout(self.embed(tokens))  # (B, E)
         query = state.hidden[:, -1:]  # s_{i-1}, top layer: (B, 1, H)
         attended = self.attention(query, state.memory, mask=state.memory_mask, return_weights=return_weights)
-        context = attended.context[:, 0]  # (B, Dc)
+        context, attention_weights = context_and_weights(attended)
+        context = context[:, 0]  # (B, Dc)
         hidden, cell = self.cell(torch.cat((embedded, context), dim=-1), state.hidden, state.cell)
         readout = torch.tanh(self.readout(torch.cat((hidden[:, -1], context, embedded), dim=-1)))  # (B, H)
         logits = self.out(self.dropout(readout))  # (B, V)
-        weights = as_head_weights(attended.weights)[:, :, 0] if return_weights else None  # (B, H, S)
+        weights = as_head_weights(attention_weights)[:, :, 0] if return_weights else None  # (B, H, S)
         return logits, dataclasses.replace(state, hidden=hidden, cell=cell), weights
 
     def sites(self, keys_from: str) -> list[Site]:
@@ -326,9 +327,10 @@ class LuongDecoder(RNNDecoder):
         hidden, cell = self.cell(torch.cat((embedded, state.feed), dim=-1), state.hidden, state.cell)
         top = hidden[:, -1]  # h_t: (B, H)
         attended = self.attention(top[:, None], state.memory, mask=state.memory_mask, return_weights=return_weights)
-        attentional = torch.tanh(self.combine(torch.cat((attended.context[:, 0], top), dim=-1)))  # h~_t: (B, H)
+        context, attention_weights = context_and_weights(attended)
+        attentional = torch.tanh(self.combine(torch.cat((context[:, 0], top), dim=-1)))  # h~_t: (B, H)
         logits = self.out(self.dropout(attentional))  # (B, V)
-        weights = as_head_weights(attended.weights)[:, :, 0] if return_weights else None  # (B, H, S)
+        weights = as_head_weights(attention_weights)[:, :, 0] if return_weights else None  # (B, H, S)
         return logits, dataclasses.replace(state, hidden=hidden, cell=cell, feed=attentional), weights
 
     def sites(self, keys_from: str) -> list[Site]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import masks
-from ..attention import CrossAttention, KVCache, Memory, SelfAttention
+from ..attention import CrossAttention, KVCache, Memory, SelfAttention, context_and_weights
 from .base import (
     ClassifyInputs,
     Encoded,
@@ -207,10 +207,12 @@ class EncoderLayer(nn.Module):
         self, x: Tensor, *, mask: Tensor | None = None, cache: KVCache | None = None, return_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """``x [B, T, D]`` -> ``([B, T, D], weights [B, (H,) T, Tk] or None)``; ``mask`` bool, True = may attend."""
-        attended = self.attn(self.attn_norm(x), mask=mask, cache=cache, return_weights=return_weights)
-        x = x + self.dropout(attended.context)
+        attended, weights = context_and_weights(
+            self.attn(self.attn_norm(x), mask=mask, cache=cache, return_weights=return_weights)
+        )
+        x = x + self.dropout(attended)
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
-        return x, attended.weights
+        return x, weights
 
 
 class DecoderLayer(nn.Module):
@@ -253,12 +255,16 @@ class DecoderLayer(nn.Module):
 
         Returns ``(x, self weights, cross weights)``; weights are None unless asked.
         """
-        attended = self.self_attn(self.self_norm(x), cache=cache, return_weights=return_weights)
-        x = x + self.dropout(attended.context)
-        crossed = self.cross_attn(self.cross_norm(x), memory, mask=memory_mask, return_weights=return_weights)
-        x = x + self.dropout(crossed.context)
+        attended, self_weights = context_and_weights(
+            self.self_attn(self.self_norm(x), cache=cache, return_weights=return_weights)
+        )
+        x = x + self.dropout(attended)
+        crossed, cross_weights = context_and_weights(
+            self.cross_attn(self.cross_norm(x), memory, mask=memory_mask, return_weights=return_weights)
+        )
+        x = x + self.dropout(crossed)
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
-        return x, attended.weights, crossed.weights
+        return x, self_weights, cross_weights
 
 
 class SelfAttentionStack(nn.Module):

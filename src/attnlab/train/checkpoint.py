@@ -72,6 +72,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from attnlab.attention import upgrade_state_dict
+
 __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -720,6 +722,7 @@ def apply_model_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], *, 
     Raises:
         CheckpointError: missing/unexpected keys or shape/dtype mismatches, naming ``source``; the model is untouched.
     """
+    tensors = upgrade_state_dict(model, tensors)  # files from before the attention modules' one layout
     _check_model_state(model, tensors, str(source))
     model.load_state_dict(tensors, strict=True)
 

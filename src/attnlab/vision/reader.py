@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import masks
-from ..attention import CrossAttention, KVCache, Memory
+from ..attention import CrossAttention, KVCache, Memory, context_and_weights
 from .backbone import BasicBlock
 from .base import AttentionSite, VisionOutput, check_divides, check_image, check_positive_int
 from .vit import EncoderLayer
@@ -287,13 +287,15 @@ class CrossReader(_Reader):
         self, state: CrossReaderState, tokens: Tensor, return_weights: bool
     ) -> tuple[Tensor, CrossReaderState, Tensor | None]:
         """Read with ``s_{t-1}``, update the GRU with ``[E y_{t-1}; c_t]``: ``logits [B, V]``, state, weights."""
-        attended = self.attention(state.hidden[:, None], state.memory, return_weights=return_weights)
-        context = attended.context[:, 0]  # (B, 1, D) -> (B, D)
+        context, weights = context_and_weights(
+            self.attention(state.hidden[:, None], state.memory, return_weights=return_weights)
+        )
+        context = context[:, 0]  # (B, 1, D) -> (B, D)
         embedded = self.dropout(self.embed(tokens))  # (B, D)
         hidden = self.cell(torch.cat((embedded, context), dim=-1), state.hidden)  # (B, D)
         readout = torch.tanh(self.combine(torch.cat((hidden, context), dim=-1)))  # (B, D)
         logits = self.out(self.dropout(readout))  # (B, V)
-        return logits, CrossReaderState(state.memory, hidden), attended.weights  # weights (B, (H,) 1, N)
+        return logits, CrossReaderState(state.memory, hidden), weights  # weights (B, (H,) 1, N)
 
     # -- attnlab.seq.decode protocol ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_lengths: Tensor) -> CrossReaderState:
@@ -316,9 +318,11 @@ class _StreamLayer(EncoderLayer):
     def forward(
         self, x: Tensor, *, mask: Tensor | None = None, cache: KVCache | None = None, return_weights: bool = False
     ) -> tuple[Tensor, Tensor | None]:
-        attended = self.attention(self.attention_norm(x), mask=mask, cache=cache, return_weights=return_weights)
-        x = x + attended.context  # (B, T, D)
-        return x + self.mlp(self.mlp_norm(x)), attended.weights
+        attended, weights = context_and_weights(
+            self.attention(self.attention_norm(x), mask=mask, cache=cache, return_weights=return_weights)
+        )
+        x = x + attended  # (B, T, D)
+        return x + self.mlp(self.mlp_norm(x)), weights
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import SelfAttention
+from ..attention import SelfAttention, context_and_weights
 from .base import AttentionSite, VisionOutput, check_image, check_positive_int
 from .functional import to_tokens
 from .registry import register_block
@@ -50,9 +50,9 @@ class EncoderLayer(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, *, return_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        attended = self.attention(self.attention_norm(x), return_weights=return_weights)
-        x = x + attended.context  # (B, T, dim)
-        return x + self.mlp(self.mlp_norm(x)), attended.weights
+        attended, weights = context_and_weights(self.attention(self.attention_norm(x), return_weights=return_weights))
+        x = x + attended  # (B, T, dim)
+        return x + self.mlp(self.mlp_norm(x)), weights
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -100,9 +100,9 @@ class ViTEncoder(nn.Module):
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))  # (B, C, ceil(Hs/p)*p, ceil(Ws/p)*p)
         embedded = self.patch(x)  # (B, dim, gh, gw)
-        position = self.position
-        if embedded.shape[-2:] != position.shape[-2:]:
-            position = F.interpolate(position, size=embedded.shape[-2:], mode="bilinear", align_corners=False)
+        # Resized to the grid, unconditionally: at the trained grid bilinear resizing is the identity (exactly), and
+        # a branch on the size would make an exported program specialise to one grid.
+        position = F.interpolate(self.position, size=embedded.shape[-2:], mode="bilinear", align_corners=False)
         tokens = to_tokens(embedded + position)  # (B, T, dim)
         if self.class_token is not None:
             tokens = torch.cat([self.class_token.expand(x.shape[0], 1, -1), tokens], dim=1)  # (B, 1+T, dim)

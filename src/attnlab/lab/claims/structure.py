@@ -58,8 +58,8 @@ def who_reads_what(tour: Tour):
     cross = CrossAttention(32, heads=4).eval()
     cross.load_state_dict(self_attention.state_dict())
     with torch.no_grad():
-        identical = torch.equal(self_attention(x).context, cross(x, context=x).context)
-        moved = float((cross(x, context=other).context - cross(x, context=x).context).abs().max())
+        identical = torch.equal(self_attention(x), cross(x, context=x))
+        moved = float((cross(x, context=other) - cross(x, context=x)).abs().max())
     # A trained encoder-decoder: its decoder's SA rows read target positions, its AT rows read source positions.
     source, target = example_pair(tour, "reverse-transformer", 8)
     weights = example_weights(tour.model("reverse-transformer"), source, target)
