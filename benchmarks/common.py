@@ -102,3 +102,53 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     rule = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(str(row[key]) for key, _ in columns) + " |" for row in rows]
     return "\n".join([header, rule, *body])
+
+
+# -- run records (added for bench_compile) ------------------------------------------------------------------------
+_ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> dict:
+    """What decides CPU kernel speed, for the record: ISA flags, ATen's dispatch level, thread settings, load."""
+    flags: list[str] = []
+    try:
+        line = re.search(r"^flags\s*:\s*(.*)$", open("/proc/cpuinfo").read(), re.MULTILINE)  # noqa: SIM115
+        present = set(line.group(1).split()) if line else set()
+        flags = [flag for flag in _ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count()
+    try:
+        load = [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        load = []
+    return {
+        "isa_flags": flags,
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpus_usable": affinity,
+        "env": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_AFFINITY")},
+        "load_average_1_5_15": load,
+    }
+
+
+def run_record(device: str) -> dict:
+    """Device, versions and (on CPU) :func:`cpu_flags`, stored with every result file."""
+    record = {
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    if device.startswith("cuda"):
+        record["cuda"] = torch.version.cuda
+        record["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        record["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    else:
+        record["cpu"] = cpu_flags()
+    return record
