@@ -11,7 +11,15 @@ import pytest
 
 from attnlab.cli import main
 from attnlab.lab import tour as tour_module
-from attnlab.lab.claims._common import diagonality, steps_to
+from attnlab.lab.claims._common import (
+    Comparison,
+    comparative,
+    diagonality,
+    mean_spread,
+    possibility,
+    spread,
+    steps_to,
+)
 from attnlab.lab.claims.text import _locality
 from attnlab.lab.evidence import ClaimResult, Figure, Table, Verdict
 from attnlab.lab.tour import CLAIMS, run_tour
@@ -31,6 +39,8 @@ def test_every_claim_is_measured_judged_and_reported(smoke_tour):
     for entry in results["claims"]:
         result = ClaimResult.from_json(entry)
         assert result.verdict.status in VERDICTS and result.verdict.because
+        assert result.criterion and result.criterion == CLAIMS[result.number].criterion, result.number
+        assert bool(result.verdict.decides) == (result.verdict.status == "inconclusive"), result.verdict
         assert result.tables and all(table.rows for table in result.tables), result.number
         assert result.figures, result.number
         for figure in result.figures:
@@ -40,6 +50,27 @@ def test_every_claim_is_measured_judged_and_reported(smoke_tour):
     assert json.dumps(saved, sort_keys=True) == json.dumps(results, sort_keys=True)  # (NaN != NaN as values)
     html = (out / "report.html").read_text()
     assert [int(n) for n in re.findall(r'<section [^>]*id="claim-(\d+)"', html)] == list(range(1, 14))
+    assert html.count('<p class="criterion"><strong>Criterion:</strong> ') == 13
+    assert "none recorded" not in html
+
+
+def test_comparative_claims_rest_on_three_seeds_and_claim_11_on_a_throughput_map(smoke_tour):
+    out, results = smoke_tour
+    by_number = {entry["number"]: entry for entry in results["claims"]}
+    for label in ("no attention", "Bahdanau attention"):
+        assert len(by_number[10]["numbers"][label]["long_accuracy_per_seed"]) == 3
+    assert (out / "runs" / "smoke" / "reverse-rnn-seed-2" / "model.safetensors").is_file()
+    speed = by_number[11]["numbers"]
+    assert len(speed["Transformer"]["seconds_to_target_per_seed"]) == 3
+    cells = speed["throughput_map"]
+    assert {cell["length"] for cell in cells} == {8, 32} and {"1", "4"} <= {cell["batch_kind"] for cell in cells}
+    assert all(rate > 0 for cell in cells for rate in cell["tokens_per_s"].values())
+    assert any(table["columns"][-1] == "Transformer faster" for table in by_number[11]["tables"])
+    assert (
+        "where self-attention is faster up to the longest length: 1 thread: batch 1 "
+        in by_number[11]["verdict"]["because"]
+    )
+    assert by_number[13]["verdict"]["status"] == "inconclusive"  # one seed below the full budget: cannot decide
 
 
 def test_the_structural_claims_hold_with_the_published_counts(smoke_tour):
@@ -136,10 +167,82 @@ def test_the_tour_refuses_unknown_claims_and_budgets(tmp_path):
     assert main(["tour", "--out", str(tmp_path), "--claims", "99"]) == 1
 
 
-def test_all_thirteen_claims_are_registered():
+def test_all_thirteen_claims_are_registered_with_a_criterion():
     tour_module._load_claims()
     assert sorted(CLAIMS) == list(range(1, 14))
-    assert all(claim.statement and claim.title for claim in CLAIMS.values())
+    assert all(claim.statement and claim.title and claim.criterion for claim in CLAIMS.values())
+    with pytest.raises(ValueError, match="criterion"):
+        tour_module.claim(99, "t", "s", criterion=" ")
+
+
+def test_a_finished_claim_judged_by_another_criterion_is_measured_again(tmp_path, monkeypatch):
+    calls = []
+
+    def measure(tour):
+        calls.append(1)
+        return Verdict("holds", "ok"), [Table("t", ["a"], [[1]])], [], {}
+
+    monkeypatch.setattr(tour_module, "_load_claims", lambda: None)
+    monkeypatch.setattr(tour_module, "CLAIMS", {1: tour_module.Claim(1, "a", "s", measure, criterion="old")})
+    run_tour(tmp_path, budget="smoke", progress=False, log=lambda line: None)
+    run_tour(tmp_path, budget="smoke", progress=False, log=lambda line: None)
+    assert len(calls) == 1
+    monkeypatch.setattr(tour_module, "CLAIMS", {1: tour_module.Claim(1, "a", "s", measure, criterion="new")})
+    results = run_tour(tmp_path, budget="smoke", progress=False, log=lambda line: None)
+    assert len(calls) == 2 and results["claims"][0]["criterion"] == "new"
+
+
+def test_results_saved_before_criteria_still_load():
+    old = {"number": 1, "title": "t", "statement": "s", "verdict": {"status": "holds", "because": "b"},
+           "budget": "quick", "command": "c"}  # fmt: skip
+    result = ClaimResult.from_json(old)
+    assert result.criterion == "" and result.verdict.decides == ""
+    assert ClaimResult.from_json(result.to_json()) == result
+    old["verdict"] = {"status": "inconclusive", "because": "b"}
+    assert "older attnlab" in ClaimResult.from_json(old).verdict.decides
+
+
+def test_an_inconclusive_verdict_says_what_would_decide_it():
+    with pytest.raises(ValueError, match="decide"):
+        Verdict("inconclusive", "too few seeds")
+    with pytest.raises(ValueError, match="inconclusive"):
+        Verdict("holds", "b", decides="more seeds")
+    with pytest.raises(ValueError, match="status"):
+        Verdict("maybe", "b")
+    assert Verdict.inconclusive("b", "more seeds").status == "inconclusive"
+
+
+def test_seeds_name_their_runs_and_expand_a_claims_trainings(tmp_path):
+    tour = tour_module.Tour(tmp_path, budget="quick", seed=5)
+    assert tour.seeds({"smoke": 1, "quick": 3, "full": 3}) == [5, 6, 7] and tour.seeds(1) == [5]
+    assert tour.run_dir("reverse-rnn").name == tour.run_dir("reverse-rnn", seed=5).name == "reverse-rnn"
+    assert tour.run_dir("reverse-rnn", seed=6).name == "reverse-rnn-seed-6"
+    assert tour.run_dir("g2p-transformer", max_steps=500, seed=7).name == "g2p-transformer-500-steps-seed-7"
+    spec = tour_module.Claim(1, "a", "s", lambda t: None, trains=["x", ("y", 10)], seeds={"quick": 2})
+    assert spec.trainings(tour) == [("x", None, 5), ("y", 10, 5), ("x", None, 6), ("y", 10, 6)]
+    with pytest.raises(ValueError, match="seeds"):
+        tour.seeds(0)
+
+
+def test_a_comparison_decides_only_beyond_the_seed_spread():
+    assert spread([1.0]) == 0.0 and spread([1.0, 3.0]) == pytest.approx(2**0.5)
+    assert mean_spread([50.0, 52.0, 54.0], unit="%") == "52.0 +- 2.0%" and mean_spread([7.0]) == "7.0 (1 seed)"
+    assert Comparison.of([90, 91, 92], [50, 52, 54], 10).outcome == "ahead"
+    assert Comparison.of([50, 52, 54], [90, 91, 92], 10).outcome == "behind"
+    assert Comparison.of([55, 60, 65], [50, 52, 54], 2).outcome == "level"  # +8 against 2 x 5.0 of spread
+    assert Comparison.of([90, 91], [50, 52], 10).outcome == "too few seeds"
+    assert comparative(10, "ahead", "b", budget="quick").status == "holds"
+    assert comparative(10, "behind", "b", budget="quick").status == "does not hold"
+    level = comparative(10, "level", "b", budget="quick")
+    assert level.status == "inconclusive" and "--budget full --claims 10" in level.decides
+    assert "3 seeds" in comparative(13, "too few seeds", "b", budget="quick").decides
+
+
+def test_a_possibility_not_shown_is_inconclusive_below_the_full_budget(tmp_path):
+    quick, full = tour_module.Tour(tmp_path, budget="quick"), tour_module.Tour(tmp_path, budget="full")
+    assert possibility(quick, 9, True, "b").status == "holds"
+    assert possibility(quick, 9, False, "b").status == "inconclusive"
+    assert possibility(full, 9, False, "b").status == "does not hold"
 
 
 def test_measures_used_by_the_verdicts():

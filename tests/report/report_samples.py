@@ -1,6 +1,7 @@
 """A made-up ``results.json`` with 13 claims and its figures, for the report tests (no experiment is run).
 
-The sample holds every kind of section the report must render: each verdict, a failed claim (an error entry),
+The sample holds every kind of section the report must render: each verdict (the inconclusive one with what would
+decide it), each claim's criterion, a failed claim (an error entry), a claim saved before criteria were recorded,
 a missing figure, text that needs HTML escaping, and table cells of every JSON scalar type.
 """
 
@@ -32,6 +33,12 @@ TITLES = {
     13: "Self-attention in CNNs",
 }
 STATUSES = {10: "does not hold", 11: "inconclusive", 4: "does not hold"}
+DECIDES = "3 seeds at the full budget: `attnlab tour --budget full --claims 11`"
+NO_CRITERION_CLAIM = 12  # saved by a tour older than criteria: the entry has none
+
+
+def criterion(number: int) -> str:
+    return f"Holds when claim {number}'s measure passes 0.5 <in units> on 3 seeds; otherwise it does not hold."
 
 
 def png_bytes(width: int, height: int, rgb: tuple[int, int, int] = (40, 110, 200)) -> bytes:
@@ -92,6 +99,7 @@ def sample_results(out_dir: Path, *, plots: bool = False) -> dict[str, Any]:
                     "title": title,
                     "statement": statement,
                     "error": "Traceback (most recent call last):\n  ...\nRuntimeError: out of memory <in decoder>",
+                    "criterion": criterion(number),
                 }
             )
             continue
@@ -104,34 +112,37 @@ def sample_results(out_dir: Path, *, plots: bool = False) -> dict[str, Any]:
         if number == MISSING_FIGURE_CLAIM:
             figures.append({"file": MISSING_FIGURE, "caption": "A figure whose file was never written."})
         status = STATUSES.get(number, "holds")
-        claims.append(
-            {
-                "number": number,
-                "title": HOSTILE if number == 2 else title,
-                "statement": statement + (" " + HOSTILE if number == 3 else ""),
-                "verdict": {
-                    "status": status,
-                    "because": f"accuracy 0.9731 with attention vs 0.4112 without (n = {1000 + number})"
-                    + (f" {HOSTILE}" if number == 2 else ""),
-                },
-                "tables": [
-                    {
-                        "caption": f"Claim {number}: measurements on the test split",
-                        "columns": ["model", "params", "accuracy", "tokens/s", "loss", "converged", "note"],
-                        "rows": [
-                            ["rnn + additive", 123456, 0.973123456, 18234.56, 1.2345e-6, True, None],
-                            ["transformer <enc-dec>", 98765, 0.5, 95321.0, float("nan"), False, HOSTILE[:29]],
-                            ["decoder-only", 7, 1 / 3, 12.0, 0.0, True, ""],
-                        ],
-                    }
-                ],
-                "figures": figures,
-                "numbers": {"accuracy": [0.9731, 0.4112], "n": 1000 + number},
-                "seconds": 12.5 * number,
-                "budget": "quick",
-                "command": f"attnlab tour --budget quick --only {number} --out runs/tour",
-            }
-        )
+        entry = {
+            "number": number,
+            "title": HOSTILE if number == 2 else title,
+            "statement": statement + (" " + HOSTILE if number == 3 else ""),
+            "verdict": {
+                "status": status,
+                "because": f"accuracy 0.9731 with attention vs 0.4112 without (n = {1000 + number})"
+                + (f" {HOSTILE}" if number == 2 else ""),
+                "decides": DECIDES if status == "inconclusive" else "",
+            },
+            "tables": [
+                {
+                    "caption": f"Claim {number}: measurements on the test split",
+                    "columns": ["model", "params", "accuracy", "tokens/s", "loss", "converged", "note"],
+                    "rows": [
+                        ["rnn + additive", 123456, 0.973123456, 18234.56, 1.2345e-6, True, None],
+                        ["transformer <enc-dec>", 98765, 0.5, 95321.0, float("nan"), False, HOSTILE[:29]],
+                        ["decoder-only", 7, 1 / 3, 12.0, 0.0, True, ""],
+                    ],
+                }
+            ],
+            "figures": figures,
+            "numbers": {"accuracy": [0.9731, 0.4112], "n": 1000 + number},
+            "seconds": 12.5 * number,
+            "budget": "quick",
+            "command": f"attnlab tour --budget quick --only {number} --out runs/tour",
+            "criterion": criterion(number) + (f" {HOSTILE}" if number == 2 else ""),
+        }
+        if number == NO_CRITERION_CLAIM:
+            del entry["criterion"], entry["verdict"]["decides"]
+        claims.append(entry)
     return {
         "attnlab_version": "0.1.0",
         "budget": "quick",

@@ -9,7 +9,16 @@ import shutil
 from html.parser import HTMLParser
 
 import pytest
-from report_samples import FAILED_CLAIM, HOSTILE, MISSING_FIGURE, MISSING_FIGURE_CLAIM, png_bytes, sample_results
+from report_samples import (
+    DECIDES,
+    FAILED_CLAIM,
+    HOSTILE,
+    MISSING_FIGURE,
+    MISSING_FIGURE_CLAIM,
+    NO_CRITERION_CLAIM,
+    png_bytes,
+    sample_results,
+)
 
 from attnlab.report import render, render_saved
 from attnlab.report.html import format_number
@@ -99,6 +108,23 @@ def test_each_section_holds_the_claim_the_evidence_and_the_verdict(rendered):
     assert '<span class="badge fails">does not hold</span>' in section10
     section11 = text.split('id="claim-11"', 1)[1].split("</section>", 1)[0]
     assert '<span class="badge inconclusive">inconclusive</span>' in section11
+
+
+def test_every_verdict_shows_its_criterion_and_an_inconclusive_one_what_would_decide_it(rendered):
+    results, _, text, page = rendered
+    for claim in results["claims"]:
+        body = page.sections[f"claim-{claim['number']}"]
+        if claim["number"] == NO_CRITERION_CLAIM:
+            assert "Criterion: none recorded" in body
+            continue
+        assert f"Criterion: {claim['criterion']}" in body, claim["number"]
+        section = text.split(f'id="claim-{claim["number"]}"', 1)[1].split("</section>", 1)[0]
+        # next to the verdict: the criterion follows the verdict line, before any table
+        verdict_at = section.index('class="verdict"')
+        assert verdict_at < section.index('class="criterion"') < section.find("<table") % (len(section) + 1)
+        assert ("What would decide it" in body) == (claim.get("verdict", {}).get("status") == "inconclusive")
+    assert f"What would decide it: {DECIDES}" in page.sections["claim-11"]
+    assert HOSTILE in page.sections["claim-2"].split("Criterion: ", 1)[1]  # escaped like all text
 
 
 def test_numbers_are_formatted(rendered):

@@ -5,10 +5,13 @@ Input is the ``results.json`` structure::
     {"attnlab_version": str, "budget": str, "created": str, "seconds": float, "machine": {str: scalar},
      "claims": [ClaimResult.to_json(), ...]}
 
-A claim entry that failed (or was not run) is ``{"number", "title", "statement", "error"}`` and is rendered as a
-visible failed section. Figures (``file`` relative to the output directory) are embedded as base64 ``data:`` URIs,
-so the page still works when copied alone; a figure that is missing or not an image becomes a visible note, never
-a broken ``<img>``. Every piece of text is HTML-escaped. The page references no URL outside itself.
+Each claim's ``criterion`` (what its verdict is judged by, fixed before the tour ran) is shown next to its verdict,
+and an inconclusive verdict's ``decides`` (what would decide it) under it; results saved before criteria were
+recorded show that none was. A claim entry that failed (or was not run) is ``{"number", "title", "statement",
+"error"}`` (and its criterion) and is rendered as a visible failed section. Figures (``file`` relative to the
+output directory) are embedded as base64 ``data:`` URIs, so the page still works when copied alone; a figure that
+is missing or not an image becomes a visible note, never a broken ``<img>``. Every piece of text is HTML-escaped.
+The page references no URL outside itself.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ section.claim.failed { border-left-color: var(--failed); background: #fff8c5; }
 .statement { font-size: 1.02rem; margin: 0 0 .75rem; white-space: pre-line; }
 .verdict { display: flex; gap: .75rem; align-items: baseline; margin: .5rem 0 1rem; }
 .verdict .because { white-space: pre-line; }
+.criterion, .decides { margin: -.5rem 0 1rem; font-size: .92rem; }
+.criterion { color: var(--muted); }
+.criterion strong, .decides strong { color: var(--fg); }
 .badge { display: inline-block; padding: .1rem .6rem; border-radius: 1rem; color: #fff; font-weight: 600;
          font-size: .85rem; white-space: nowrap; background: var(--inconclusive); }
 .badge.holds { background: var(--holds); }
@@ -202,11 +208,16 @@ def _section(claim: Mapping[str, Any], out_dir: Path) -> str:
     ]
     if "error" in claim:
         parts.append(f'<div class="verdict">{_badge("failed")}<span>the experiment did not complete</span></div>')
+        parts.append(_criterion(claim))
         parts.append(f'<pre class="error">{_e(claim["error"])}</pre>')
     else:
         verdict = claim.get("verdict") or {}
         because = verdict.get("because", "") if isinstance(verdict, Mapping) else ""
+        decides = verdict.get("decides", "") if isinstance(verdict, Mapping) else ""
         parts.append(f'<div class="verdict">{_badge(status)}<span class="because">{_e(because)}</span></div>')
+        parts.append(_criterion(claim))
+        if decides:
+            parts.append(f'<p class="decides"><strong>What would decide it:</strong> {_e(decides)}</p>')
         parts.extend(_table(table) for table in claim.get("tables") or [])
         parts.extend(_figure(figure, out_dir) for figure in claim.get("figures") or [])
     if claim.get("command"):
@@ -223,6 +234,12 @@ def _section(claim: Mapping[str, Any], out_dir: Path) -> str:
         parts.append(_numbers(claim["numbers"]))
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _criterion(claim: Mapping[str, Any]) -> str:
+    criterion = claim.get("criterion")
+    text = _e(criterion) if criterion else "none recorded (these results predate criteria; rerun the tour)"
+    return f'<p class="criterion"><strong>Criterion:</strong> {text}</p>'
 
 
 def _table(table: Mapping[str, Any]) -> str:

@@ -12,6 +12,8 @@ from ..evidence import Figure, Table, Verdict
 from ..tour import Tour, claim
 
 _OPTIONS = {"location": {"max_len": 16}}
+TOLERANCE = 1e-5  # float32 round-off over a 12-position sum and two projections stays well below this
+CONTENT_EFFECT = 1e-3  # a weight change above round-off: the score reads the keys' content
 
 
 @claim(
@@ -21,6 +23,10 @@ _OPTIONS = {"location": {"max_len": 16}}
     "masked positions get exactly 0) and the context is the expectation of the values under it. Location-based "
     "attention is a distribution over positions p(t|X) that ignores content; content scores are pairwise "
     "p(x_k|x_q).",
+    criterion=f"Exact, every score: holds when every weight row sums to 1 within {TOLERANCE:g} (self- and "
+    f"cross-attention), masked positions get exactly 0, the context equals E_p[V] recomputed from the weights within "
+    f"{TOLERANCE:g}, location weights do not move at all when the keys' content changes and every content score's "
+    f"weights move by more than {CONTENT_EFFECT:g}; otherwise it does not hold.",
 )
 @torch.no_grad()
 def expectation(tour: Tour):
@@ -89,11 +95,11 @@ def expectation(tour: Tour):
     cross_sum = float((cross(x[:1, :4], context=x[1:2], return_weights=True).weights.sum(-1) - 1).abs().max())
     numbers["cross_attention_row_sum_error"] = cross_sum
     holds = (
-        max(worst_sum, cross_sum) < 1e-5
+        max(worst_sum, cross_sum) < TOLERANCE
         and worst_masked == 0.0
-        and worst_expectation < 1e-5
+        and worst_expectation < TOLERANCE
         and location == 0.0
-        and content > 1e-3
+        and content > CONTENT_EFFECT
     )
     verdict = Verdict.check(
         holds,

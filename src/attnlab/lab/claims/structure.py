@@ -20,6 +20,9 @@ from ._common import example_pair, example_weights
 
 MODELS = ("transformer-base", "bert-base", "rnnsearch", "reverse-decoder-only", "cross-reader", "single-stream-reader")
 LENGTH = 128
+CONTEXT_EFFECT = 1e-3  # an output change far above float32 round-off (~1e-7): the module reads its context
+# (SA sites, AT sites) in the papers: Vaswani et al. 2017 (base), Devlin et al. 2018 (base), Bahdanau et al. 2014
+PUBLISHED_COUNTS = {"transformer-base": (12, 6), "bert-base": (12, 0), "rnnsearch": (0, 1)}
 
 
 def _component(where: str) -> str:
@@ -39,6 +42,10 @@ def _inspections(tour: Tour) -> dict[str, Inspection]:
     "In attention (AT) the queries come from one component and the keys/values from another component's "
     "activations; in self-attention (SA) queries, keys and values all come from the same layer's input. It is one "
     "mechanism called two ways: SelfAttention(x) is exactly CrossAttention(x, context=x).",
+    criterion=f"Structural, exact: holds when every attention site of the {len(MODELS)} inspected models is an SA "
+    "site exactly when its queries and keys come from the same component, SelfAttention(x) equals "
+    "CrossAttention(x, context=x) bit for bit with the same weights, and another component's activations as "
+    f"context move the module's output by more than {CONTEXT_EFFECT:g}; otherwise it does not hold.",
     trains=["reverse-transformer"],
 )
 def who_reads_what(tour: Tour):
@@ -80,7 +87,7 @@ def who_reads_what(tour: Tour):
         "cross_output_change_when_context_changes": moved,
     }
     verdict = Verdict.check(
-        not wrong and identical and moved > 1e-3,
+        not wrong and identical and moved > CONTEXT_EFFECT,
         f"{numbers['sites_checked']} sites in {len(inspections)} models: every SA site reads the component its "
         f"queries come from and every AT site another one ({len(wrong)} exceptions); SelfAttention(x) == "
         f"CrossAttention(x, context=x) bit for bit: {identical}; giving the same module another component's "
@@ -105,6 +112,8 @@ def who_reads_what(tour: Tour):
     "Attention connects encoder and decoder; self-attention lives inside one component",
     "AT is the bridge between two components (decoder to encoder, text to image); SA stays inside one component; "
     "a BERT-style encoder has SA only and no decoder at all.",
+    criterion=f"Structural, exact: holds when, in the {len(MODELS)} inspected models, every AT site joins two "
+    "different components, every SA site stays inside one, and bert-base has no AT site; otherwise it does not hold.",
 )
 def bridges(tour: Tour):
     inspections = _inspections(tour)
@@ -161,10 +170,13 @@ def bridges(tour: Tour):
     "Self-attention is applied many times per model, attention once",
     "A Transformer (base) applies SA 12 times (6 encoder + 6 decoder layers) and AT 6 times; BERT-base SA 12 "
     "times and AT never; RNNsearch AT once and SA never. `attnlab inspect` counts them without allocating weights.",
+    criterion="Structural, exact: holds when the counted (SA, AT) sites equal the papers' counts, "
+    + ", ".join(f"{name} {sa}/{at}" for name, (sa, at) in PUBLISHED_COUNTS.items())
+    + "; otherwise it does not hold.",
 )
 def counts(tour: Tour):
     inspections = _inspections(tour)
-    expected = {"transformer-base": (12, 6), "bert-base": (12, 0), "rnnsearch": (0, 1)}
+    expected = PUBLISHED_COUNTS
     rows, bars, numbers = [], {}, {}
     for name, report in inspections.items():
         totals = report.totals()
