@@ -26,7 +26,7 @@ def _aten_ops(run) -> Counter:
 
 def test_self_attention_runs_the_same_kernels_as_raw_sdpa(monkeypatch):
     # The documented additions, the NaN guards (a pass over the queries and one over the keys), are switched off.
-    monkeypatch.setattr(attnlab.core, "_set_nan_keys_aside", lambda key: (key, None))
+    monkeypatch.setattr(attnlab.core, "_set_nan_keys_aside", lambda key, restricted: (key, None))
     monkeypatch.setattr(attnlab.core, "_propagate_nan", lambda query, nan_keys, attn_mask, causal, context: context)
     torch.manual_seed(0)
     batch, length, dim, heads = 2, 16, 32, 4

@@ -305,7 +305,7 @@ def _fused(
         query, key = F.pad(query, (0, v_dim - qk_dim)), F.pad(key, (0, v_dim - qk_dim))
     elif v_dim < qk_dim:
         value = F.pad(value, (0, qk_dim - v_dim))
-    key, nan_keys = _set_nan_keys_aside(key)
+    key, nan_keys = _set_nan_keys_aside(key, restricted=attn_mask is not None or causal)
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
     context = F.scaled_dot_product_attention(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout, is_causal=causal, scale=scale
@@ -313,7 +313,9 @@ def _fused(
     if v_dim < qk_dim:  # only then: a slice's backward zero-fills and copies the whole gradient
         context = context[..., :v_dim]  # (B, H, Tq, Dv)
     context = _propagate_nan(query, nan_keys, attn_mask, causal, context)
-    return context if empty is None else context.masked_fill(empty, 0.0)
+    if empty is None or (eager_on_cpu(empty) and not bool(empty.any())):  # eager CPU: no empty row, no fill
+        return context
+    return context.masked_fill(empty, 0.0)
 
 
 def _may_hold_nan(tensor: Tensor) -> bool:
@@ -324,14 +326,18 @@ def _may_hold_nan(tensor: Tensor) -> bool:
     return not eager_on_cpu(tensor) or bool(tensor.sum().isnan())
 
 
-def _set_nan_keys_aside(key: Tensor) -> tuple[Tensor, Tensor | None]:
+def _set_nan_keys_aside(key: Tensor, *, restricted: bool) -> tuple[Tensor, Tensor | None]:
     """A NaN key would reach rows that mask it (SDPA adds the mask to a NaN logit) and be dropped from a row whose
     only readable key it is (the fused CPU kernel reads a NaN row maximum as "fully masked"). So NaN keys are
     zeroed before SDPA, and :func:`_propagate_nan` gives NaN to exactly the rows that read one, as the dense
-    path's softmax does. Returns the key and ``nan_keys [B, H, Tk]`` (None: the eager check found no NaN)."""
+    path's softmax does. Without a mask (``restricted=False``) every row reads every key and is NaN-filled
+    anyway, so the key is left as it is (one pass less). Returns the key and ``nan_keys [B, H, Tk]`` (None: the
+    eager check found no NaN)."""
     if not _may_hold_nan(key):
         return key, None
     nan_keys = key.isnan().any(-1)  # (B, H, Tk)
+    if not restricted:
+        return key, nan_keys
     return key.masked_fill(nan_keys.unsqueeze(-1), 0.0), nan_keys
 
 

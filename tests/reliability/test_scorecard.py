@@ -250,7 +250,7 @@ def test_a_nan_key_reaches_exactly_the_rows_that_read_it_on_both_paths(call):
 
 
 def test_checks_notice_a_masked_nan_key_reaching_rows_that_mask_it(monkeypatch):
-    monkeypatch.setattr(attnlab.core, "_set_nan_keys_aside", lambda key: (key, key.isnan().any(-1)))
+    monkeypatch.setattr(attnlab.core, "_set_nan_keys_aside", lambda key, restricted: (key, key.isnan().any(-1)))
     noticed = []
     for seed in range(6):  # the poisoned key is drawn per case: some draw one that every row reads
         result = _run_unrecorded(_case("attend-cross/dot/h3", "float32", "random", (3, 7, 9, 8 + seed)))

@@ -95,21 +95,16 @@ def train_experiment(
     ctx = init_from_env(device)
     held = contextlib.ExitStack()  # rank 0 holds the run directory's lock from here to the end of training
     try:
-        run = Path(out).expanduser()
-        failure: BaseException | None = None
-        if ctx.is_main:
-            try:
-                run = prepare_run_dir(out, force=force, resume=resume)
-                held.enter_context(lock_run_dir(run))  # fit re-enters it; nothing else writes run.json meanwhile
-                settings = _run_settings(run, name, budget, seed, max_steps, resume)
-                if not resume:
-                    atomic_write_bytes(run / RUN_FILE, (json.dumps(settings, indent=2) + "\n").encode())
-            except Exception as exc:  # re-raised below, after telling the other ranks
-                failure = exc
-        if not ctx.agree(failure is None):
-            if failure is not None:
-                raise failure
-            raise RuntimeError(f"rank 0 could not prepare the run directory {out}; see its error")
+
+        def prepare() -> Path:
+            run = prepare_run_dir(out, force=force, resume=resume)
+            held.enter_context(lock_run_dir(run))  # fit re-enters it; nothing else writes run.json meanwhile
+            settings = _run_settings(run, name, budget, seed, max_steps, resume)
+            if not resume:
+                atomic_write_bytes(run / RUN_FILE, (json.dumps(settings, indent=2) + "\n").encode())
+            return run
+
+        run = ctx.on_main(prepare, f"prepare the run directory {out}") or Path(out).expanduser()
         settings = json.loads((run / RUN_FILE).read_text())
         plan = experiment.budget(settings["budget"])
         config = dataclasses.replace(plan.train, seed=settings["seed"], max_steps=settings["max_steps"])

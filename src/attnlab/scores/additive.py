@@ -95,6 +95,14 @@ class _AdditiveLogits(torch.autograd.Function):
         return grad_query, grad_key, grad_v, None
 
 
+def _tanh_via_sigmoid(x: Tensor) -> Tensor:
+    """``tanh(x) = 2 sigmoid(2x) - 1``: Inductor compiles ``sigmoid`` (an ``exp``) to a much faster vector kernel
+    than ``tanh`` (measured 2.7x in a fused reduction, 2 threads, AVX-512), within a few float32 ULPs (max abs
+    error 1.8e-7 against 6.0e-8 for ``torch.tanh`` over [-20, 20]); NaN and +-inf as ``torch.tanh``. Each use of
+    ``x`` is one graph node, so Inductor keeps the chain inside the reduction instead of storing ``x``."""
+    return torch.sigmoid(2 * x) * 2 - 1
+
+
 class _AdditiveLogitsTraced(torch.autograd.Function):
     """The same logits and gradients as :class:`_AdditiveLogits`, written as broadcasts for ``torch.compile``.
 
@@ -103,12 +111,13 @@ class _AdditiveLogitsTraced(torch.autograd.Function):
     ``[B, H, Tq, Tk, A]``: the forward is ``sum_a v_a tanh(q_ia + k_ja)``, the backward recomputes ``tanh`` in two
     reductions, over keys (``grad_q`` and ``grad_v``, one fused kernel) and over queries (``grad_k``). Each
     reduction gets its own graph node for the ``tanh``: one node read by two reductions would make Inductor store
-    it whole. Run eagerly (an exported program outside Inductor) the broadcasts do form the 5-D tensor.
+    it whole. ``tanh`` is written through ``sigmoid`` (:func:`_tanh_via_sigmoid`), which Inductor vectorizes faster. Run
+    eagerly (an exported program outside Inductor) the broadcasts do form the 5-D tensor.
     """
 
     @staticmethod
     def forward(query: Tensor, key: Tensor, v: Tensor) -> Tensor:
-        hidden = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A), fused away
+        hidden = _tanh_via_sigmoid(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A), fused away
         return (hidden * v[None, :, None, None, :]).sum(-1)  # (B, H, Tq, Tk)
 
     @staticmethod
@@ -121,9 +130,9 @@ class _AdditiveLogitsTraced(torch.autograd.Function):
         g = grad_logits.unsqueeze(-1)  # (B, H, Tq, Tk, 1)
         v_row = v[None, :, None, :]  # (1, H, 1, A)
         # The same tanh three times, spelt with different (equal) unsqueeze dims so that no node has two readers.
-        for_v = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A)
-        for_query = torch.tanh(query.unsqueeze(3) + key.unsqueeze(2))
-        for_key = torch.tanh(key.unsqueeze(2) + query.unsqueeze(3))
+        for_v = _tanh_via_sigmoid(query.unsqueeze(-2) + key.unsqueeze(-3))  # (B, H, Tq, Tk, A)
+        for_query = _tanh_via_sigmoid(query.unsqueeze(3) + key.unsqueeze(2))
+        for_key = _tanh_via_sigmoid(key.unsqueeze(2) + query.unsqueeze(3))
         grad_v = (g * for_v).sum(-2).sum((0, 2))  # sum_{b,i,j} g_ij tanh_ija: (H, A)
         grad_query = (g * (1 - for_query.square())).sum(-2) * v_row  # (B, H, Tq, A)
         grad_key = (g * (1 - for_key.square())).sum(-3) * v_row  # (B, H, Tk, A)

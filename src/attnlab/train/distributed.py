@@ -25,14 +25,17 @@ single-process run in distribution, not bit for bit; with dropout 0 they match u
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from attnlab.data.batching import shard
+
+T = TypeVar("T")
 
 __all__ = [
     "SINGLE",
@@ -97,6 +100,24 @@ class DistContext:
         """Rank 0's verdict on every rank (e.g. whether it could prepare the run directory)."""
         flag = torch.tensor([1.0 if ok else 0.0], dtype=torch.float64)
         return bool(self.broadcast(flag)[0] > 0.5)
+
+    def on_main(self, action: Callable[[], T], what: str) -> T | None:
+        """Run ``action`` on rank 0 only and tell every rank whether it worked, so none waits on a failed one.
+
+        Returns the action's result on rank 0 (None elsewhere). If it raised, rank 0 re-raises that error and the
+        other ranks raise ``RuntimeError`` saying rank 0 could not ``what``.
+        """
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = action()
+            except Exception as exc:  # re-raised below, after telling the other ranks
+                failure = exc
+        if not self.agree(failure is None):
+            if failure is not None:
+                raise failure
+            raise RuntimeError(f"rank 0 could not {what}; see its error")
+        return result
 
 
 SINGLE = DistContext()

@@ -480,18 +480,8 @@ class Trainer:
                 run into a directory that already holds a training log.
             RunDirLockedError: another process is writing ``run_dir``.
         """
-        ctx = self.dist
-        with contextlib.ExitStack() as held:
-            failure: BaseException | None = None
-            if ctx.is_main:  # only rank 0 writes the run directory
-                try:
-                    held.enter_context(lock_run_dir(self.run_dir))
-                except Exception as exc:  # re-raised below, after telling the other ranks
-                    failure = exc
-            if not ctx.agree(failure is None):
-                if failure is not None:
-                    raise failure
-                raise RuntimeError(f"rank 0 could not lock the run directory {self.run_dir}; see its error")
+        with contextlib.ExitStack() as held:  # only rank 0 writes the run directory, so only it locks
+            self.dist.on_main(lambda: held.enter_context(lock_run_dir(self.run_dir)), f"lock {self.run_dir}")
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> TrainResult:
