@@ -38,12 +38,13 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rapidfuzz.distance import Levenshtein, Postfix, Prefix
+from rapidfuzz.distance import Postfix, Prefix
 from torch import nn
 
 from attnlab.data.g2p import strip_stress
 from attnlab.data.vocab import check_int
 from attnlab.seq import Ensemble
+from attnlab.train.metrics import closest_references
 
 from .models import load_model
 from .run import SPLITS, resolve_model_path
@@ -76,18 +77,9 @@ def error_profile(
     edge = check_int("edge", edge, 1)
     if not isinstance(stress, bool):
         raise TypeError(f"stress: expected a bool, received {type(stress).__name__} {stress!r}")
-    if len(hyps) != len(refs):
-        raise ValueError(f"refs: expected {len(hyps)} items (as many as hyps), received {len(refs)}")
-    if not hyps:
-        raise ValueError("hyps: expected at least one item, received none")
     counts = dict.fromkeys(COUNTS, 0)
     errors = 0
-    for i, (hyp, word_refs) in enumerate(zip(hyps, refs, strict=True)):
-        if len(word_refs) == 0:
-            raise ValueError(f"refs[{i}]: expected at least one reference, received none")
-        h = tuple(hyp) if stress else strip_stress(hyp)
-        candidates = [tuple(r) if stress else strip_stress(r) for r in word_refs]
-        r = min(candidates, key=lambda ref: Levenshtein.distance(h, ref))  # first on ties
+    for h, r in closest_references(hyps, refs, stress=stress):
         if h == r:
             continue
         errors += 1

@@ -37,19 +37,33 @@ def _group_by(keys: Sequence[int]) -> dict[int, list[int]]:
     return dict(sorted(groups.items()))
 
 
-def g2p_scores(hyps: Sequence[Seq], refs: Sequence[Sequence[Seq]], stress: bool = True) -> dict[str, float]:
-    """``{"wer", "per", "words"}`` for one hypothesis per word against all of its references.
+def closest_references(
+    hyps: Sequence[Seq], refs: Sequence[Sequence[Seq]], *, stress: bool = True
+) -> list[tuple[tuple, tuple]]:
+    """``[(hypothesis, closest reference)]`` per word, as tuples, stress digits stripped from both when
+    ``stress=False``; the closest is the reference with the smallest edit distance, the first one on a tie.
 
-    ``stress=False`` strips stress digits from both sides first, so AH0 and AH1 count as the same phoneme.
+    Raises ``ValueError`` for ``hyps`` and ``refs`` of different lengths or empty, or a word without references.
     """
-    words = _check_same_length(hyps=hyps, refs=refs)
-    word_errors = distance = length = 0
+    _check_same_length(hyps=hyps, refs=refs)
+    pairs = []
     for i, (hyp, word_refs) in enumerate(zip(hyps, refs, strict=True)):
         if len(word_refs) == 0:
             raise ValueError(f"refs[{i}]: expected at least one reference, received none")
         hyp = tuple(hyp) if stress else strip_stress(hyp)
         candidates = [tuple(r) if stress else strip_stress(r) for r in word_refs]
-        best = min(candidates, key=lambda ref: Levenshtein.distance(hyp, ref))  # first on ties
+        pairs.append((hyp, min(candidates, key=lambda ref: Levenshtein.distance(hyp, ref))))  # first on ties
+    return pairs
+
+
+def g2p_scores(hyps: Sequence[Seq], refs: Sequence[Sequence[Seq]], stress: bool = True) -> dict[str, float]:
+    """``{"wer", "per", "words"}`` for one hypothesis per word against all of its references.
+
+    ``stress=False`` strips stress digits from both sides first, so AH0 and AH1 count as the same phoneme.
+    """
+    words = len(hyps)
+    word_errors = distance = length = 0
+    for hyp, best in closest_references(hyps, refs, stress=stress):
         best_distance = Levenshtein.distance(hyp, best)
         word_errors += best_distance > 0
         distance += best_distance
