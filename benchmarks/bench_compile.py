@@ -211,6 +211,12 @@ def _fwd_bwd(forward: Callable[[], Tensor], leaves: list[Tensor]) -> Callable[[]
     return step
 
 
+def _step_medians(impls: list[Impl], args: argparse.Namespace, sizes: Sizes, section: str) -> dict[str, float]:
+    """Median step seconds of each implementation, interleaved, with the section's rounds and warm-up."""
+    steps = {impl.key: impl.step for impl in impls}
+    return interleaved_medians(steps, args.device, args.rounds or sizes.rounds[section], sizes.warmup[section])
+
+
 def _first_calls(impls: list[Impl], device: str, notes: list[str], case: str) -> tuple[list[Impl], dict, dict]:
     """Call each implementation once (compiles the compiled ones): ``(kept, first-call seconds, outputs)``."""
     kept, first, outputs = [], {}, {}
@@ -363,12 +369,7 @@ def run_self(sizes: Sizes, args: argparse.Namespace, notes: list[str], save: Cal
             impls, first, outputs = _first_calls(impls, args.device, notes, case)
             diffs = check(outputs, case)
             del outputs
-            medians = interleaved_medians(
-                {impl.key: impl.step for impl in impls},
-                args.device,
-                args.rounds or sizes.rounds["self"],
-                sizes.warmup["self"],
-            )
+            medians = _step_medians(impls, args, sizes, "self")
             peaks = _peaks(impls, args.device, not args.no_peak)
             for impl in impls:
                 base = medians.get(f"raw_sdpa/{impl.mode}")
@@ -602,12 +603,7 @@ def run_g2p(sizes: Sizes, args: argparse.Namespace, notes: list[str], save: Call
         for key, value in losses.items():  # the same weights, the same batch: only dropout differs
             if not torch.isfinite(value) or abs(float(value) - math.log(G2P_TGT_VOCAB)) > 1.5:
                 raise AssertionError(f"g2p {case}: {key} first loss {float(value):.3f} is not near ln(V)")
-        medians = interleaved_medians(
-            {impl.key: impl.step for impl in impls},
-            args.device,
-            args.rounds or sizes.rounds["g2p"],
-            sizes.warmup["g2p"],
-        )
+        medians = _step_medians(impls, args, sizes, "g2p")
         peaks = _peaks(impls, args.device, not args.no_peak)
         for impl in impls:
             base = medians[f"raw_sdpa/{impl.mode}"]
@@ -811,12 +807,7 @@ def run_additive(sizes: Sizes, args: argparse.Namespace, notes: list[str], save:
         impls, first, outputs = _first_calls(impls, args.device, notes, case)
         diffs = check(outputs, case)
         del outputs
-        medians = interleaved_medians(
-            {impl.key: impl.step for impl in impls},
-            args.device,
-            args.rounds or sizes.rounds["additive"],
-            sizes.warmup["additive"],
-        )
+        medians = _step_medians(impls, args, sizes, "additive")
         if args.no_peak:
             peaks = {impl.key: None for impl in impls}
         elif args.device.startswith("cuda"):
